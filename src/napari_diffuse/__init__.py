@@ -1,0 +1,14 @@
+"""napari-diffuse: darktable's *diffuse or sharpen* for scientific images.
+
+A multiscale anisotropic heat-diffusion model that, by the sign and direction of four
+speeds, denoises, deblurs, dehazes, sharpens, blooms or inpaints. The algorithm is
+darktable's (``src/iop/diffuse.c``, by Aurélien Pierre and the darktable developers),
+reimplemented under the GPL-3.0-or-later.
+"""
+
+from .api import diffuse, luminance_mask, variance_map
+from .params import DiffuseParams
+from .presets import list_presets
+
+__version__ = "0.1.0"
+__all__ = ["DiffuseParams", "diffuse", "list_presets", "luminance_mask", "variance_map"]

@@ -1,0 +1,222 @@
+"""The module's parameters: :class:`DiffuseParams`, its field table and validation.
+
+Field names, ranges and defaults follow darktable's ``dt_iop_diffuse_params_t``
+(``src/iop/diffuse.c``, params version 2). Three fields carry clearer names here
+than in darktable: ``edge_sensitivity`` (darktable's ``regularization``),
+``edge_threshold`` (``variance_threshold``) and ``luminance_threshold``
+(``threshold``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import numbers
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["DiffuseParams", "FieldSpec", "FIELDS", "DARKTABLE_NAMES"]
+
+
+@dataclasses.dataclass(frozen=True)
+class FieldSpec:
+    """How one parameter is typed, bounded, labelled and explained."""
+
+    name: str
+    darktable_name: str
+    label: str
+    section: str
+    kind: type
+    minimum: float
+    maximum: float
+    default: float
+    percent: bool
+    help: str
+
+
+_SPEED_HELP = (
+    "Speed of diffusion of the {layers} wavelet layers in the direction set by the "
+    "{order} order anisotropy. Positive values apply diffusion, negative values undo "
+    "diffusion, zero does nothing."
+)
+_ANISO_HELP = (
+    "Direction of diffusion of the {layers} wavelet layers relative to the orientation "
+    "of the gradient. Zero is isotropic, negative values make diffusion follow "
+    "gradients more closely, positive values make diffusion follow isophotes more closely."
+)
+
+#: Every field, in the order of darktable's manual and GUI.
+FIELDS: tuple[FieldSpec, ...] = (
+    FieldSpec("iterations", "iterations", "iterations", "properties", int, 0, 500, 1, False,
+              "The number of times the algorithm runs on top of itself. High values slow "
+              "it down but allow more accurate reconstructions provided the diffusion "
+              "speeds are low enough."),
+    FieldSpec("radius_center", "radius_center", "central radius", "properties", int, 0, 1024, 0,
+              False, "The scale, in pixels, where diffusion is strongest: the centre of the "
+              "band of wavelet scales that are diffused."),
+    FieldSpec("radius", "radius", "radius span", "properties", int, 0, 2048, 8, False,
+              "The width, in pixels, of the band of scales around the central radius that "
+              "is diffused: the maximal distance of diffusion."),
+    FieldSpec("first", "first", "1st order speed (gradient)", "speed", float, -1.0, 1.0, 0.0,
+              True, _SPEED_HELP.format(layers="low-frequency", order="1st")),
+    FieldSpec("second", "second", "2nd order speed (laplacian)", "speed", float, -1.0, 1.0, 0.0,
+              True, _SPEED_HELP.format(layers="low-frequency", order="2nd")),
+    FieldSpec("third", "third", "3rd order speed (gradient of laplacian)", "speed", float,
+              -1.0, 1.0, 0.0, True, _SPEED_HELP.format(layers="high-frequency", order="3rd")),
+    FieldSpec("fourth", "fourth", "4th order speed (laplacian of laplacian)", "speed", float,
+              -1.0, 1.0, 0.0, True, _SPEED_HELP.format(layers="high-frequency", order="4th")),
+    FieldSpec("anisotropy_first", "anisotropy_first", "1st order anisotropy", "direction", float,
+              -10.0, 10.0, 0.0, True, _ANISO_HELP.format(layers="low-frequency")),
+    FieldSpec("anisotropy_second", "anisotropy_second", "2nd order anisotropy", "direction",
+              float, -10.0, 10.0, 0.0, True, _ANISO_HELP.format(layers="low-frequency")),
+    FieldSpec("anisotropy_third", "anisotropy_third", "3rd order anisotropy", "direction", float,
+              -10.0, 10.0, 0.0, True, _ANISO_HELP.format(layers="high-frequency")),
+    FieldSpec("anisotropy_fourth", "anisotropy_fourth", "4th order anisotropy", "direction",
+              float, -10.0, 10.0, 0.0, True, _ANISO_HELP.format(layers="high-frequency")),
+    FieldSpec("sharpness", "sharpness", "sharpness", "edges", float, -1.0, 1.0, 0.0, True,
+              "Apply a gain on wavelet details, regardless of diffusion properties. Zero "
+              "does nothing, positive values sharpen, negative values blur."),
+    FieldSpec("edge_sensitivity", "regularization", "edge sensitivity", "edges", float, 0.0, 4.0,
+              0.0, False, "Apply a penalty over the diffusion speeds when edges are detected, "
+              "using the local variance around each pixel. Zero disables the penalty, higher "
+              "values make it stronger. Increase if you notice fringes and halos."),
+    FieldSpec("edge_threshold", "variance_threshold", "edge threshold", "edges", float, -2.0,
+              2.0, 0.0, False, "A variance threshold: pixels with a local variance below it "
+              "have their diffusion speeds amplified, pixels above it are penalized. Use "
+              "carefully for large blurs, as it may increase noise in flat areas."),
+    FieldSpec("luminance_threshold", "threshold", "luminance masking threshold", "spatiality",
+              float, 0.0, 8.0, 0.0, True, "For values greater than 0 %, diffusion only "
+              "happens in regions whose luminance is greater than this setting (inpaint "
+              "highlights)."),
+)
+
+_BY_NAME = {f.name: f for f in FIELDS}
+#: darktable's field name -> our field name.
+DARKTABLE_NAMES: dict[str, str] = {f.darktable_name: f.name for f in FIELDS}
+
+
+def _check(spec: FieldSpec, value: Any) -> int | float:
+    """Return ``value`` converted to the field's type, or raise ``ValueError``."""
+    accepted = f"accepted range: {spec.minimum:g} to {spec.maximum:g}"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{spec.name}={value!r} is not a number ({accepted})")
+    if spec.kind is int:
+        if not float(value).is_integer():
+            raise ValueError(f"{spec.name}={value!r} is not a whole number ({accepted})")
+        value = int(value)
+    else:
+        value = float(value)
+    if math.isnan(value) or not spec.minimum <= value <= spec.maximum:
+        raise ValueError(f"{spec.name}={value!r} is out of range ({accepted})")
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class DiffuseParams:
+    """Parameters of darktable's *diffuse or sharpen* module.
+
+    Immutable; every field is validated against darktable's hard range on creation.
+    Defaults are darktable's (one iteration, radius span 8, everything else 0: the
+    identity). See :data:`FIELDS` for each field's range, label and meaning.
+
+    Raises
+    ------
+    ValueError
+        If a value is not a number, not whole for an integer field, NaN or out of range.
+        The message names the field, the value and the accepted range.
+    """
+
+    iterations: int = 1
+    radius: int = 8
+    radius_center: int = 0
+    first: float = 0.0
+    second: float = 0.0
+    third: float = 0.0
+    fourth: float = 0.0
+    anisotropy_first: float = 0.0
+    anisotropy_second: float = 0.0
+    anisotropy_third: float = 0.0
+    anisotropy_fourth: float = 0.0
+    sharpness: float = 0.0
+    edge_sensitivity: float = 0.0
+    edge_threshold: float = 0.0
+    luminance_threshold: float = 0.0
+
+    def __post_init__(self) -> None:
+        for spec in FIELDS:
+            object.__setattr__(self, spec.name, _check(spec, getattr(self, spec.name)))
+
+    def replace(self, **changes: Any) -> DiffuseParams:
+        """Return a copy with some fields changed (validated like the constructor).
+
+        Raises
+        ------
+        ValueError
+            If a name is not a field, or a value is invalid.
+        """
+        unknown = sorted(set(changes) - set(_BY_NAME))
+        if unknown:
+            raise ValueError(f"unknown parameter(s) {unknown}; valid names: {list(_BY_NAME)}")
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, int | float]:
+        """Return the fields as a plain dict under our names."""
+        return {f.name: getattr(self, f.name) for f in FIELDS}
+
+    @classmethod
+    def from_dict(cls, mapping: Mapping[str, Any]) -> DiffuseParams:
+        """Build from a dict under our names; missing fields take their defaults.
+
+        Raises
+        ------
+        ValueError
+            On unknown names or invalid values.
+        """
+        return cls().replace(**dict(mapping))
+
+    def to_json(self) -> str:
+        """Return the fields as a JSON object string."""
+        return json.dumps(self.to_dict(), indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> DiffuseParams:
+        """Parse a JSON object written by :meth:`to_json`."""
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a JSON object of parameters, got {type(data).__name__}")
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_darktable(cls, mapping: Mapping[str, Any]) -> DiffuseParams:
+        """Build from darktable's 15 field names (``regularization``, ``threshold``...).
+
+        Missing fields take darktable's defaults.
+
+        Raises
+        ------
+        ValueError
+            On names that are not darktable's, or invalid values.
+        """
+        unknown = sorted(set(mapping) - set(DARKTABLE_NAMES))
+        if unknown:
+            raise ValueError(
+                f"unknown darktable parameter(s) {unknown}; valid names: {list(DARKTABLE_NAMES)}")
+        return cls.from_dict({DARKTABLE_NAMES[k]: v for k, v in mapping.items()})
+
+    def to_darktable(self) -> dict[str, int | float]:
+        """Return the fields under darktable's names."""
+        return {f.darktable_name: getattr(self, f.name) for f in FIELDS}
+
+    @classmethod
+    def from_preset(cls, name: str) -> DiffuseParams:
+        """Load a preset by name (see :func:`napari_diffuse.list_presets`).
+
+        Raises
+        ------
+        ValueError
+            If no preset has that name (the message lists the valid ones).
+        """
+        from .presets import load_preset
+
+        return load_preset(name)

@@ -1,0 +1,115 @@
+"""The solver-independent schedule of one run: scales, per-scale speeds, reach.
+
+Everything here is computed in float32, in the order darktable computes it
+(``src/iop/diffuse.c`` and ``src/common/bspline.h``), so that the NumPy and OpenCL
+solvers start from bit-identical constants.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from .params import DiffuseParams
+
+__all__ = ["B_SPLINE_SIGMA", "MAX_SCALES", "Plan", "ScaleStep", "make_plan", "num_scales",
+           "reach_per_iteration"]
+
+F32 = np.float32
+#: Standard deviation of the 5-tap B-spline (1 4 6 4 1)/16 as a Gaussian.
+B_SPLINE_SIGMA = F32(1.0553651328015339)
+#: darktable's cap on the number of wavelet scales.
+MAX_SCALES = 10
+#: Time step of the explicit PDE scheme (spatial step 1).
+KAPPA = F32(0.25)
+
+ISOTROPIC, ISOPHOTE, GRADIENT = 0, 1, 2
+
+
+def equivalent_sigma(step: int) -> np.float32:
+    """Return the Gaussian sigma equivalent to ``step + 1`` stacked a-trous B-spline blurs."""
+    sigma = B_SPLINE_SIGMA
+    for s in range(1, step + 1):
+        sigma = F32(np.sqrt(sigma * sigma + (F32(2.0**s) * B_SPLINE_SIGMA) ** 2))
+    return sigma
+
+
+def num_scales(params: DiffuseParams) -> int:
+    """Return the number of wavelet scales darktable uses for ``params`` (1 to 10)."""
+    final_radius = F32(params.radius + params.radius_center) * F32(2.0)
+    s, radius = 0, B_SPLINE_SIGMA
+    while radius < final_radius:
+        s += 1
+        radius = F32(np.sqrt(radius * radius + (F32(1 << s) * B_SPLINE_SIGMA) ** 2))
+    return int(np.clip(s + 1, 1, MAX_SCALES))
+
+
+def reach_per_iteration(params: DiffuseParams) -> int:
+    """Return how far, in pixels, one iteration spreads information: ``3 * (2**scales - 1)``.
+
+    Each scale ``s`` reads B-spline taps ``2 * 2**s`` away and the PDE stencil ``2**s``
+    away, so a pixel's result depends on input pixels at most this far in each direction.
+    """
+    return 3 * ((1 << num_scales(params)) - 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class ScaleStep:
+    """The constants of the PDE update at one wavelet scale."""
+
+    scale: int  #: 0 is the finest
+    mult: int  #: dilation of the stencils, ``2**scale``
+    speeds: tuple[np.float32, np.float32, np.float32, np.float32]  #: 1st..4th order, x kappa x norm
+    strength: np.float32  #: gain on the high frequencies, ``sharpness * norm + 1``
+    regularization_factor: np.float32  #: ``(10**edge_sensitivity - 1) * sigma_s**2 / 9``
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """Everything a solver needs to run ``params``, derived once."""
+
+    iterations: int
+    scales: int
+    steps: tuple[ScaleStep, ...]  #: finest first; the solvers reconstruct coarsest first
+    anisotropy: tuple[np.float32, ...]  #: the four anisotropy factors, ``user**2``
+    modes: tuple[int, ...]  #: ISOTROPIC, ISOPHOTE or GRADIENT for the four orders
+    variance_threshold: np.float32  #: ``10**edge_threshold``
+    luminance_threshold: float
+
+
+def _mode(anisotropy: float) -> int:
+    if anisotropy == 0.0:
+        return ISOTROPIC
+    return ISOPHOTE if anisotropy > 0.0 else GRADIENT
+
+
+def make_plan(params: DiffuseParams) -> Plan:
+    """Derive the per-scale constants of a run, in darktable's float32 arithmetic."""
+    scales = num_scales(params)
+    aniso_user = (params.anisotropy_first, params.anisotropy_second, params.anisotropy_third,
+                  params.anisotropy_fourth)
+    speeds_user = [F32(v) for v in (params.first, params.second, params.third, params.fourth)]
+    regularization = F32(np.power(F32(10.0), F32(params.edge_sensitivity))) - F32(1.0)
+    steps = []
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        for s in range(scales):
+            sigma = equivalent_sigma(s)
+            distance = sigma - F32(params.radius_center)
+            norm = F32(np.exp(-(distance * distance) / (F32(params.radius) * F32(params.radius))))
+            steps.append(ScaleStep(
+                scale=s,
+                mult=1 << s,
+                speeds=tuple(F32(v * KAPPA * norm) for v in speeds_user),
+                strength=F32(F32(params.sharpness) * norm + F32(1.0)),
+                regularization_factor=F32(regularization * (sigma * sigma) / F32(9.0)),
+            ))
+    return Plan(
+        iterations=max(params.iterations, 1),
+        scales=scales,
+        steps=tuple(steps),
+        anisotropy=tuple(F32(F32(a) * F32(a)) for a in aniso_user),
+        modes=tuple(_mode(a) for a in aniso_user),
+        variance_threshold=F32(np.power(F32(10.0), F32(params.edge_threshold))),
+        luminance_threshold=params.luminance_threshold,
+    )
