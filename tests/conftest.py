@@ -1,0 +1,30 @@
+"""Shared fixtures: where darktable's reference vectors are."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+REFERENCE_DIR = Path(os.environ.get(
+    "NAPARI_DIFFUSE_REFERENCE", Path(__file__).resolve().parents[2] / "shared" / "reference"))
+
+
+def reference_files() -> list[dict]:
+    """The entries of the reference ``index.json`` (empty when the folder is absent)."""
+    index = REFERENCE_DIR / "index.json"
+    return json.loads(index.read_text())["files"] if index.exists() else []
+
+
+@pytest.fixture(scope="session")
+def reference_dir() -> Path:
+    """The folder of darktable's parity vectors; required in CI, skipped elsewhere if absent."""
+    if not (REFERENCE_DIR / "index.json").exists():
+        message = (f"darktable reference vectors not found in {REFERENCE_DIR}; set "
+                   "NAPARI_DIFFUSE_REFERENCE to the folder")
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return REFERENCE_DIR

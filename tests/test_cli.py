@@ -1,0 +1,66 @@
+"""The napari-diffuse command line, run as a real subprocess."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import imageio.v3 as iio
+import numpy as np
+import tifffile
+
+from napari_diffuse import diffuse, list_presets
+
+
+def cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "napari_diffuse.cli", *map(str, args)],
+                          capture_output=True, text=True, cwd=cwd, timeout=600)
+
+
+def test_presets_lists_all():
+    result = cli("presets")
+    assert result.returncode == 0
+    assert all(name in result.stdout for name in list_presets())
+
+
+def test_run_on_a_tiff_stack_with_overrides(tmp_path):
+    stack = np.random.default_rng(0).integers(0, 65535, (3, 24, 31), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "in.tif", stack)
+    result = cli("run", tmp_path / "in.tif", "-o", tmp_path / "out.tif", "--preset",
+                 "denoise: fine", "--set", "iterations=2", "--backend", "numpy")
+    assert result.returncode == 0, result.stderr
+    out = tifffile.imread(tmp_path / "out.tif")
+    expected = diffuse(stack, preset="denoise: fine", iterations=2, backend="numpy")
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_run_on_an_rgb_png(tmp_path):
+    rgb = np.random.default_rng(1).integers(0, 255, (20, 26, 3), dtype=np.uint8)
+    iio.imwrite(tmp_path / "in.png", rgb)
+    result = cli("run", tmp_path / "in.png", "-o", tmp_path / "out.png", "--preset", "bloom")
+    assert result.returncode == 0, result.stderr
+    out = iio.imread(tmp_path / "out.png")
+    np.testing.assert_array_equal(out, diffuse(rgb, preset="bloom", channel_axis=-1))
+
+
+def test_bad_input_exits_2_with_a_message(tmp_path):
+    (tmp_path / "in.tif").write_bytes(b"")
+    tifffile.imwrite(tmp_path / "ok.tif", np.zeros((8, 8), np.float32))
+    assert "iterations" in cli("run", tmp_path / "ok.tif", "-o", tmp_path / "o.tif", "--set",
+                               "iterations=900").stderr
+    assert "FIELD=VALUE" in cli("run", tmp_path / "ok.tif", "-o", tmp_path / "o.tif", "--set",
+                                "speed=1").stderr
+    result = cli("run", tmp_path / "ok.tif", "-o", tmp_path / "o.bmp")
+    assert result.returncode == 2 and "unsupported file type" in result.stderr
+    assert cli("run", tmp_path / "in.tif", "-o", tmp_path / "o.tif").returncode == 2
+
+
+def test_demo_writes_results_and_a_before_after_picture(tmp_path):
+    result = cli("demo", "--out", tmp_path / "demo", "--backend", "numpy")
+    assert result.returncode == 0, result.stderr
+    picture = iio.imread(tmp_path / "demo" / "before_after.png")
+    assert picture.ndim == 3 and picture.shape[1] == 512 and picture[..., :3].std() > 10
+    for name in ("fluorescence", "blurred", "stars"):
+        before = tifffile.imread(tmp_path / "demo" / f"{name}-before.tif")
+        after = tifffile.imread(tmp_path / "demo" / f"{name}-after.tif")
+        assert before.shape == after.shape and not np.array_equal(before, after)
