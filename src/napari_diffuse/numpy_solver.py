@@ -45,8 +45,17 @@ def _over_strips(height: int, row_elements: int, work: Callable[[int, int], None
         future.result()
 
 
-def _edge_pad(a: np.ndarray, pad_rows: int, pad_cols: int) -> np.ndarray:
-    return np.pad(a, ((pad_rows, pad_rows), (pad_cols, pad_cols), (0, 0)), mode="edge")
+def _pad_columns(a: np.ndarray, pad: int) -> np.ndarray:
+    """A copy of ``a`` (H, W, C) with ``pad`` columns repeating the edge on each side."""
+    return np.pad(a, ((0, 0), (pad, pad), (0, 0)), mode="edge")
+
+
+def _rows(a: np.ndarray, r0: int, r1: int, shift: int) -> np.ndarray:
+    """Rows ``r0 + shift .. r1 + shift`` of ``a``, clamped to its edges (a view if none is)."""
+    lo, hi = r0 + shift, r1 + shift
+    if lo >= 0 and hi <= a.shape[0]:
+        return a[lo:hi]
+    return a[np.clip(np.arange(lo, hi), 0, a.shape[0] - 1)]
 
 
 def _offsets(distance: int, size: int) -> int:
@@ -70,12 +79,12 @@ def _decompose(src: np.ndarray, hf: np.ndarray, lf: np.ndarray, mult: int) -> No
     pr, pc = _offsets(2 * mult, height), _offsets(2 * mult, width)
     row_taps = (-pr, -_offsets(mult, height), 0, _offsets(mult, height), pr)
     col_taps = (-pc, -_offsets(mult, width), 0, _offsets(mult, width), pc)
-    padded = _edge_pad(src, pr, pc)
+    padded = _pad_columns(src, pc)
 
     def work(r0: int, r1: int) -> None:
         tmp = np.empty((r1 - r0, width + 2 * pc, channels), F32)
         scratch = np.empty_like(tmp)
-        _weighted_sum([(w, padded[pr + r0 + d:pr + r1 + d]) for w, d in zip(_BSPLINE, row_taps)],
+        _weighted_sum([(w, _rows(padded, r0, r1, d)) for w, d in zip(_BSPLINE, row_taps)],
                       tmp, scratch)
         np.maximum(tmp, 0.0, out=tmp)
         out = lf[r0:r1]
@@ -140,11 +149,14 @@ def _derivative(mode: int, c2, direction, differences) -> np.ndarray:
     return across + c2 * along
 
 
-def _neighbours(padded: np.ndarray, pr: int, pc: int, dr: int, dc: int, r0: int, r1: int,
+def _neighbours(padded: np.ndarray, dr: int, dc: int, r0: int, r1: int,
                 width: int) -> list[np.ndarray]:
-    """The 3x3 stencil at dilation (dr, dc) for rows r0..r1, as 9 views, row-major."""
-    return [padded[pr + r0 + i * dr:pr + r1 + i * dr, pc + j * dc:pc + j * dc + width]
-            for i in (-1, 0, 1) for j in (-1, 0, 1)]
+    """The 3x3 stencil at dilation (dr, dc) for rows r0..r1, as 9 arrays, row-major.
+
+    ``padded`` is the image with ``dc`` edge columns on each side (:func:`_pad_columns`).
+    """
+    rows = [_rows(padded, r0, r1, i * dr) for i in (-1, 0, 1)]
+    return [r[:, dc + j * dc:dc + j * dc + width] for r in rows for j in (-1, 0, 1)]
 
 
 def _row_box_of_squares(hf_p: np.ndarray, dc: int, width: int) -> np.ndarray:
@@ -166,21 +178,21 @@ def _pde(hf: np.ndarray, lf: np.ndarray, out: np.ndarray, step: ScaleStep, plan:
     """One explicit step of the 4-order heat equation at one scale (``heat_PDE_diffusion``)."""
     height, width, channels = hf.shape
     dr, dc = _offsets(step.mult, height), _offsets(step.mult, width)
-    hf_p, lf_p = _edge_pad(hf, dr, dc), _edge_pad(lf, dr, dc)
+    hf_p, lf_p = _pad_columns(hf, dc), _pad_columns(lf, dc)
     active = [k for k in range(4) if step.speeds[k] != 0.0]
     row_box = _row_box_of_squares(hf_p, dc, width) \
         if active and step.regularization_factor != 0.0 else None
 
     def work(r0: int, r1: int) -> None:
-        LF = _neighbours(lf_p, dr, dc, dr, dc, r0, r1, width)
-        HF = _neighbours(hf_p, dr, dc, dr, dc, r0, r1, width)
+        LF = _neighbours(lf_p, dr, dc, r0, r1, width)
+        HF = _neighbours(hf_p, dr, dc, r0, r1, width)
         result = out[r0:r1]
         np.multiply(HF[4], step.strength, out=result)
         if active:
             acc = _speeds_sum(LF, HF, step, plan, active)
             if row_box is not None:
-                variance = row_box[r0:r1] + row_box[r0 + dr:r1 + dr]
-                variance += row_box[r0 + 2 * dr:r1 + 2 * dr]
+                variance = _rows(row_box, r0, r1, -dr) + row_box[r0:r1]
+                variance += _rows(row_box, r0, r1, dr)
                 variance *= step.regularization_factor
                 variance += plan.variance_threshold
                 acc /= variance
@@ -311,7 +323,7 @@ def variance_map(image: np.ndarray, plan: Plan, mask: np.ndarray | None = None, 
     _decompose(image, hf, lf, 1)
     height, width, _ = image.shape
     dr, dc = _offsets(1, height), _offsets(1, width)
-    neighbours = _neighbours(_edge_pad(hf, dr, dc), dr, dc, dr, dc, 0, height, width)
+    neighbours = _neighbours(_pad_columns(hf, dc), dr, dc, 0, height, width)
     total = _weighted_sum([(h, h) for h in neighbours], np.empty_like(hf), np.empty_like(hf))
     variance = plan.variance_threshold + total * plan.steps[0].regularization_factor
     return variance.mean(axis=-1, dtype=F32)
