@@ -9,7 +9,8 @@ Usage (from the repository root)::
 Prints one row per (preset, size, channels, backend): the median wall time of ``diffuse()``
 (host array in, host array out, after one warm-up run), megapixel-iterations per second,
 and with ``--darktable`` the median of darktable-cli's own module time (``dtpeer``, run
-alternately with ours on the same input) and the ratio ours / darktable.
+alternately with ours on the same input) the ratio ours / darktable, and the largest difference between darktable's output and ours
+(R, G, B; it includes darktable's colour round trip, about 3e-5 for values <= 1).
 """
 
 from __future__ import annotations
@@ -80,14 +81,16 @@ def main(argv: list[str] | None = None) -> None:
                 channel_axis = -1 if channels > 1 else None
                 data = image if channels > 1 else image[..., 0]
                 runs = {b: [] for b in args.backends.split(",")}
-                darktable = []
+                outputs = {}
+                darktable, dt_output = [], None
                 for backend in runs:  # warm-up: kernel builds, caches, thread pools
-                    diffuse(data, params, channel_axis=channel_axis, backend=backend)
+                    outputs[backend] = diffuse(data, params, channel_axis=channel_axis,
+                                               backend=backend)
                 for _ in range(args.repeat):
                     if peer is not None and channels >= 3:
-                        darktable.append(peer.run_diffuse(image[..., :3], params.to_darktable(),
-                                                          threads=os.cpu_count())[1]
-                                         ["module_seconds"])
+                        dt_output, info = peer.run_diffuse(image[..., :3], params.to_darktable(),
+                                                           threads=os.cpu_count())
+                        darktable.append(info["module_seconds"])
                     for backend, times in runs.items():
                         times.append(_time(lambda: diffuse(data, params, backend=backend,
                                                            channel_axis=channel_axis)))
@@ -95,22 +98,25 @@ def main(argv: list[str] | None = None) -> None:
                     median = statistics.median(times)
                     rate = height * width / 1e6 * max(params.iterations, 1) / median
                     dt = statistics.median(darktable) if darktable else None
+                    difference = None if dt_output is None else \
+                        float(np.abs(outputs[backend][..., :3] - dt_output).max())
                     rows.append((preset, size, channels, backend, median, rate, dt,
-                                 median / dt if dt else None))
+                                 median / dt if dt else None, difference))
                     print(_format(rows[-1]), flush=True)
 
 
 def _header() -> str:
     return (f"{'preset':<22} {'size':>10} {'ch':>3} {'backend':>8} {'median s':>9} "
-            f"{'MPix*it/s':>10} {'darktable s':>12} {'ours/dt':>8}")
+            f"{'MPix*it/s':>10} {'darktable s':>12} {'ours/dt':>8} {'max|dt-ours|':>13}")
 
 
 def _format(row) -> str:
-    preset, size, channels, backend, median, rate, dt, ratio = row
+    preset, size, channels, backend, median, rate, dt, ratio, difference = row
     dt_text = f"{dt:12.2f}" if dt is not None else f"{'-':>12}"
     ratio_text = f"{ratio:8.2f}" if ratio is not None else f"{'-':>8}"
+    diff_text = f"{difference:13.2e}" if difference is not None else f"{'-':>13}"
     return (f"{preset:<22} {size:>10} {channels:>3} {backend:>8} {median:9.3f} {rate:10.1f} "
-            f"{dt_text} {ratio_text}")
+            f"{dt_text} {ratio_text} {diff_text}")
 
 
 if __name__ == "__main__":
