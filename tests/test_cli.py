@@ -25,7 +25,7 @@ def test_presets_lists_all():
 
 def test_run_on_a_tiff_stack_with_overrides(tmp_path):
     stack = np.random.default_rng(0).integers(0, 65535, (3, 24, 31), dtype=np.uint16)
-    tifffile.imwrite(tmp_path / "in.tif", stack)
+    tifffile.imwrite(tmp_path / "in.tif", stack, photometric="minisblack")
     result = cli("run", tmp_path / "in.tif", "-o", tmp_path / "out.tif", "--preset",
                  "denoise: fine", "--set", "iterations=2", "--backend", "numpy")
     assert result.returncode == 0, result.stderr

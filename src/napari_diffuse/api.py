@@ -2,7 +2,8 @@
 
 Data path: caller's array -> :mod:`.intensity` (dtype, value range, channel axis) ->
 ``(planes, H, W, C)`` float32 -> a solver from :mod:`.backends`, plane by plane ->
-back to the caller's shape and dtype.
+back to the caller's shape and dtype. Dask arrays, and NumPy planes too large for
+:data:`.tiling.MEMORY_BUDGET`, take the same path chunk by chunk (:mod:`.tiling`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from . import intensity
+from . import intensity, tiling
 from .backends import get_solver
 from .params import DiffuseParams
 from .plan import make_plan
@@ -43,43 +44,48 @@ def resolve_params(params: DiffuseParams | None = None, preset: str | None = Non
     return params.replace(**overrides) if overrides else params
 
 
-def _luminance(planes: np.ndarray, threshold: float) -> np.ndarray:
-    # darktable looks at R, G, B (any above the threshold); a 4th channel is alpha.
-    colour = planes[..., :3] if planes.shape[-1] in (3, 4) else planes
-    return (colour > np.float32(threshold)).any(axis=-1)
-
-
-def _prepare(image, params, preset, channel_axis, value_range, overrides):
+def _validate(image, params, preset, channel_axis, value_range, overrides):
     params = resolve_params(params, preset, **overrides)
     if not hasattr(image, "dtype") or not hasattr(image, "shape"):
         image = np.asarray(image)
     layout = intensity.check_image(image, channel_axis, value_range)
+    return image, params, layout
+
+
+def _planes(image, layout: intensity.Layout) -> np.ndarray:
     planes = intensity.to_planes(image, layout)
     intensity.check_finite(planes, layout)
-    return params, layout, planes
+    return planes
 
 
 def _masks(planes, layout, params, mask) -> list[np.ndarray | None]:
     if mask is not None:
         return list(intensity.check_mask(mask, layout))
     if params.luminance_threshold > 0.0:
-        return list(_luminance(planes, params.luminance_threshold))
+        return list(intensity.above_threshold(planes, params.luminance_threshold))
     return [None] * planes.shape[0]
+
+
+def _name(params: DiffuseParams, preset: str | None) -> str:
+    return f"preset {preset!r}" if preset is not None and params == \
+        DiffuseParams.from_preset(preset) else "these settings"
 
 
 def diffuse(image, params: DiffuseParams | None = None, *, preset: str | None = None,
             channel_axis: int | None = None, mask=None, backend: str = "auto",
             value_range: Sequence[float] | None = None, progress: Progress | None = None,
-            **overrides: Any) -> np.ndarray:
+            chunks: int | tuple[int, int] | None = None, depth: int | str = "auto",
+            exact: bool = False, **overrides: Any):
     """Diffuse or sharpen an image with darktable's multiscale anisotropic heat model.
 
     Parameters
     ----------
-    image : array_like
+    image : array_like or dask.array.Array
         2-D or more. The last two non-channel axes are the spatial axes (height,
         width); leading axes (Z, T, ...) are processed as independent planes. Float
         values are used as they are (nominally 0..1, above 1 allowed, negatives become
-        0); integers are mapped from their dtype's range to 0..1 and back.
+        0); integers are mapped from their dtype's range to 0..1 and back. A dask array
+        gives a lazy dask array (see ``chunks``).
     params : DiffuseParams, optional
         The settings; default: darktable's defaults (the identity).
     preset : str, optional
@@ -90,27 +96,45 @@ def diffuse(image, params: DiffuseParams | None = None, *, preset: str | None = 
     mask : array_like of bool, optional
         Replaces the luminance mask: diffuse only where True, starting inside from
         seeded noise (inpainting); elsewhere the image is kept. Shape ``(H, W)`` or the
-        image's leading plus spatial shape.
+        image's leading plus spatial shape. May be a dask array.
     backend : {"auto", "numpy", "opencl"}
         The solver. ``"auto"`` prefers a working OpenCL device, else NumPy.
     value_range : (float, float), optional
         Map ``lo..hi`` to 0..1 (and back) instead of the default mapping.
     progress : callable, optional
-        Called as ``progress(done, total)`` after each iteration of each plane; it may
-        raise an exception to stop the run.
+        Called as ``progress(done, total)`` after each iteration of each plane (of each
+        chunk, when chunked); it may raise an exception to stop the run. Not accepted
+        with dask input, which computes later: use ``dask.diagnostics.ProgressBar`` or
+        the distributed dashboard.
+    chunks : int or (int, int), optional
+        Spatial chunk size (rows, columns), without the overlap. Dask input: default is
+        its own chunks when they hold the overlap, else 2048. NumPy input is chunked
+        when this is given or when a whole plane would exceed
+        ``napari_diffuse.tiling.MEMORY_BUDGET`` in the solver; the result is then
+        computed (dask's threaded scheduler) and returned as NumPy. Channels always stay
+        in one chunk and leading axes are cut into single planes, run in parallel.
+    depth : "auto", "full" or int
+        Overlap between chunks in pixels. ``"auto"`` bounds how far a seam can change
+        the result by more than 1e-4 (values 0..1); ``"full"`` is the strict reach,
+        ``iterations * 3 * (2**scales - 1)``. Reduced, with a ``SeamWarning``, when a
+        block would exceed the memory budget.
+    exact : bool
+        Process whole spatial planes (no seams); memory grows with the plane size.
     **overrides
         Any :class:`DiffuseParams` field, e.g. ``iterations=8``.
 
     Returns
     -------
-    numpy.ndarray
-        A new array with the input's shape and dtype.
+    numpy.ndarray or dask.array.Array
+        A new array with the input's shape and dtype; for dask input, a lazy dask array
+        with the input's chunks.
 
     Raises
     ------
     ValueError, TypeError
         For invalid images, masks, parameters, presets or backends; the caller's array
-        is never modified.
+        is never modified. NaN or infinite values in a dask array raise ``ValueError``
+        when the chunk holding them is computed.
 
     Examples
     --------
@@ -119,10 +143,28 @@ def diffuse(image, params: DiffuseParams | None = None, *, preset: str | None = 
     >>> noisy = np.random.default_rng(0).random((64, 64), dtype=np.float32)
     >>> diffuse(noisy, preset="denoise: fine", iterations=2).shape
     (64, 64)
+
+    A large image in a zarr store, lazily, written to another store:
+
+    >>> import dask.array as da                                 # doctest: +SKIP
+    >>> big = da.from_zarr("in.zarr")                           # doctest: +SKIP
+    >>> diffuse(big, preset="denoise: medium").to_zarr("out.zarr")  # doctest: +SKIP
     """
-    params, layout, planes = _prepare(image, params, preset, channel_axis, value_range, overrides)
+    image, params, layout = _validate(image, params, preset, channel_axis, value_range,
+                                      overrides)
     solver = get_solver(backend)
     plan = make_plan(params)
+    chunking = dict(backend=backend, mask=mask, chunks=chunks, depth=depth,
+                    name=_name(params, preset))
+    if tiling.is_dask(image):
+        if progress is not None:
+            raise TypeError("progress is not used with dask input (it is computed later); "
+                            "use dask.diagnostics.ProgressBar or the distributed dashboard")
+        return tiling.diffuse_lazy(image, layout, params, plan, exact=exact, **chunking)
+    if tiling.needs_chunks(layout, plan, chunks=chunks, exact=exact):
+        return tiling.diffuse_chunked(np.asarray(image), layout, params, plan, progress=progress,
+                                      **chunking)
+    planes = _planes(image, layout)
     masks = _masks(planes, layout, params, mask)
     total = planes.shape[0] * plan.iterations
     out = np.empty_like(planes)
@@ -145,14 +187,17 @@ def luminance_mask(image, params: DiffuseParams | None = None, *, preset: str | 
     Returns
     -------
     numpy.ndarray of bool
-        The image's leading plus spatial shape.
+        The image's leading plus spatial shape; lazy (dask) for dask input.
     """
-    params, layout, planes = _prepare(image, params, preset, channel_axis, value_range, overrides)
-    if params.luminance_threshold > 0.0:
-        masks = _luminance(planes, params.luminance_threshold)
-    else:
-        masks = np.zeros(planes.shape[:-1], bool)
-    return masks.reshape(*layout.leading_shape, *layout.spatial_shape)
+    image, params, layout = _validate(image, params, preset, channel_axis, value_range,
+                                      overrides)
+    if tiling.is_dask(image):
+        return tiling.luminance_lazy(image, layout, params.luminance_threshold)
+    shape = (*layout.leading_shape, *layout.spatial_shape)
+    planes = _planes(image, layout)
+    if params.luminance_threshold <= 0.0:
+        return np.zeros(shape, bool)
+    return intensity.above_threshold(planes, params.luminance_threshold).reshape(shape)
 
 
 def variance_map(image, params: DiffuseParams | None = None, *, preset: str | None = None,
@@ -169,11 +214,16 @@ def variance_map(image, params: DiffuseParams | None = None, *, preset: str | No
     Returns
     -------
     numpy.ndarray of float32
-        The image's leading plus spatial shape.
+        The image's leading plus spatial shape; lazy (dask, exact: chunks overlap by
+        3 px) for dask input.
     """
-    params, layout, planes = _prepare(image, params, preset, channel_axis, value_range, overrides)
+    image, params, layout = _validate(image, params, preset, channel_axis, value_range,
+                                      overrides)
     solver = get_solver(backend)
     plan = make_plan(params)
+    if tiling.is_dask(image):
+        return tiling.variance_lazy(image, layout, params, plan, backend=backend, mask=mask)
+    planes = _planes(image, layout)
     masks = _masks(planes, layout, params, mask)
     maps = np.stack([solver.variance_map(plane, plan, plane_mask)
                      for plane, plane_mask in zip(planes, masks)])

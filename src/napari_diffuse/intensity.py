@@ -16,7 +16,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["Layout", "check_image", "to_planes", "from_planes", "check_mask"]
+__all__ = ["Layout", "check_image", "to_planes", "from_planes", "to_working", "from_working",
+           "above_threshold", "check_mask", "check_mask_shape"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,15 +100,24 @@ def check_image(image, channel_axis: int | None,
     return Layout(tuple(image.shape), dtype, channel_axis, offset, scale)
 
 
-def check_finite(planes: np.ndarray, layout: Layout) -> None:
-    """Raise ``ValueError`` naming how many NaN/Inf values there are and where the first is."""
+def check_finite(planes: np.ndarray, layout: Layout,
+                 origin: tuple[int, int, int] | None = None) -> None:
+    """Raise ``ValueError`` naming how many NaN/Inf values there are and where the first is.
+
+    ``origin=(plane, row, col)`` says that ``planes`` is a chunk of the image starting
+    there: the message then counts the chunk's values and gives the image's index.
+    """
     bad = ~np.isfinite(planes)
     if bad.any():
         n_nan = int(np.isnan(planes).sum())
         first = np.unravel_index(int(np.argmax(bad.ravel())), planes.shape)
+        where = "image"
+        if origin is not None:
+            first = (first[0] + origin[0], first[1] + origin[1], first[2] + origin[2], first[3])
+            where = "a chunk of the image"
         position = _caller_index(first, layout)
         raise ValueError(
-            f"image contains {n_nan} NaN and {int(bad.sum()) - n_nan} infinite value(s); the "
+            f"{where} contains {n_nan} NaN and {int(bad.sum()) - n_nan} infinite value(s); the "
             f"first is at index {position}. Replace them first, e.g. with numpy.nan_to_num "
             "or by masking them and inpainting (mask=...)")
 
@@ -129,23 +139,49 @@ def to_planes(image, layout: Layout) -> np.ndarray:
     else:
         data = data[..., None]
     height, width = layout.spatial_shape
-    work = data.reshape(-1, height, width, layout.channels).astype(np.float32, copy=True)
+    return to_working(data.reshape(-1, height, width, layout.channels), layout)
+
+
+def to_working(values, layout: Layout) -> np.ndarray:
+    """Return a new float32 array of ``values`` (caller's units) in working units.
+
+    Elementwise, so it applies to a whole image or to any chunk of it.
+    """
+    work = np.asarray(values).astype(np.float32, copy=True)
     if layout.offset != 0.0 or layout.scale != 1.0:
         work -= np.float32(layout.offset)
         work /= np.float32(layout.scale)
     return work
 
 
-def from_planes(planes: np.ndarray, layout: Layout) -> np.ndarray:
-    """Return the caller's shape and dtype from a working ``(planes, H, W, C)`` array."""
-    data = planes
+def from_working(values: np.ndarray, layout: Layout) -> np.ndarray:
+    """Return working-unit ``values`` in the caller's units and dtype (rounded, clipped).
+
+    Elementwise, so it applies to a whole image or to any chunk of it.
+    """
+    data = values
     if layout.offset != 0.0 or layout.scale != 1.0:
         data = data.astype(np.float64) * layout.scale + layout.offset
     if layout.dtype.kind in "ui":
         info = np.iinfo(layout.dtype)
         data = np.clip(np.rint(data), info.min, info.max)
-    data = data.astype(layout.dtype, copy=False)
-    data = data.reshape(*layout.leading_shape, *layout.spatial_shape, layout.channels)
+    return data.astype(layout.dtype, copy=False)
+
+
+def above_threshold(work: np.ndarray, threshold: float) -> np.ndarray:
+    """Return darktable's luminance mask of a working ``(..., C)`` array: bool ``(...)``.
+
+    True where any colour channel is above ``threshold``: R, G, B of 3 or 4 channels
+    (a 4th channel is alpha), every channel otherwise.
+    """
+    colour = work[..., :3] if work.shape[-1] in (3, 4) else work
+    return (colour > np.float32(threshold)).any(axis=-1)
+
+
+def from_planes(planes: np.ndarray, layout: Layout) -> np.ndarray:
+    """Return the caller's shape and dtype from a working ``(planes, H, W, C)`` array."""
+    data = from_working(planes, layout).reshape(*layout.leading_shape, *layout.spatial_shape,
+                                                layout.channels)
     if layout.channel_axis is None:
         return np.ascontiguousarray(data[..., 0])
     return np.ascontiguousarray(np.moveaxis(data, -1, layout.channel_axis))
@@ -163,14 +199,30 @@ def check_mask(mask, layout: Layout) -> np.ndarray:
         If the shape fits neither.
     """
     mask = np.asarray(mask)
+    check_mask_shape(mask, layout)
     height, width = layout.spatial_shape
-    accepted = [(height, width), (*layout.leading_shape, height, width)]
-    if mask.shape not in accepted:
-        raise ValueError(f"mask has shape {mask.shape}; accepted: {accepted[0]} or "
-                         f"{accepted[1]} (the image's spatial shape, optionally with its "
-                         "leading axes)")
-    if mask.dtype.kind not in "biu":
-        raise TypeError(f"mask has dtype {mask.dtype}; pass a boolean (or 0/1 integer) array")
     planes = int(np.prod(layout.leading_shape, dtype=np.int64))
     return np.broadcast_to(mask.astype(bool), (*layout.leading_shape, height, width)) \
         .reshape(planes, height, width)
+
+
+def check_mask_shape(mask, layout: Layout) -> None:
+    """Check a mask's shape and dtype against ``layout`` without reading its values.
+
+    Works on any array-like with ``shape`` and ``dtype`` (NumPy, dask, zarr).
+
+    Raises
+    ------
+    ValueError
+        If the shape is neither ``(H, W)`` nor the image's leading plus spatial shape.
+    TypeError
+        If the dtype is not boolean or integer.
+    """
+    height, width = layout.spatial_shape
+    accepted = [(height, width), (*layout.leading_shape, height, width)]
+    if tuple(mask.shape) not in accepted:
+        raise ValueError(f"mask has shape {tuple(mask.shape)}; accepted: {accepted[0]} or "
+                         f"{accepted[1]} (the image's spatial shape, optionally with its "
+                         "leading axes)")
+    if np.dtype(mask.dtype).kind not in "biu":
+        raise TypeError(f"mask has dtype {mask.dtype}; pass a boolean (or 0/1 integer) array")

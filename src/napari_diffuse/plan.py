@@ -51,7 +51,7 @@ def reach_per_iteration(params: DiffuseParams) -> int:
     Each scale ``s`` reads B-spline taps ``2 * 2**s`` away and the PDE stencil ``2**s``
     away, so a pixel's result depends on input pixels at most this far in each direction.
     """
-    return 3 * ((1 << num_scales(params)) - 1)
+    return make_plan(params).reach_per_iteration
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +76,11 @@ class Plan:
     modes: tuple[int, ...]  #: ISOTROPIC, ISOPHOTE or GRADIENT for the four orders
     variance_threshold: np.float32  #: ``10**edge_threshold``
     luminance_threshold: float
+
+    @property
+    def reach_per_iteration(self) -> int:
+        """Pixels one iteration reaches in each direction, ``3 * (2**scales - 1)``."""
+        return 3 * ((1 << self.scales) - 1)
 
 
 def _mode(anisotropy: float) -> int:
