@@ -7,8 +7,10 @@ reimplemented under the GPL-3.0-or-later.
 """
 
 from .api import diffuse, luminance_mask, variance_map
+from .opencl_devices import list_devices
 from .params import DiffuseParams
 from .presets import list_presets
 
 __version__ = "0.1.0"
-__all__ = ["DiffuseParams", "diffuse", "list_presets", "luminance_mask", "variance_map"]
+__all__ = ["DiffuseParams", "diffuse", "list_devices", "list_presets", "luminance_mask",
+           "variance_map"]

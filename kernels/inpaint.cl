@@ -1,0 +1,71 @@
+/* darktable's seeded noise for the inpainting start (inpaint_mask() in src/iop/diffuse.c),
+ * the same draws as napari_diffuse.noise.
+ *
+ * SPDX-License-Identifier: GPL-3.0-or-later
+ *
+ * Masked pixels become |gaussian_noise(v, v)| per channel, from a xoshiro128+ generator
+ * seeded per pixel with splitmix32. The seed depends only on the pixel's flat index in the
+ * whole image (`origin` places this tile in an image `full_width` wide), so tiles get the
+ * noise the whole image would. Channel c uses draws 2c and 2c + 1 after four warm-ups.
+ */
+
+#ifdef cl_khr_fp64
+#pragma OPENCL EXTENSION cl_khr_fp64 : enable
+#endif
+
+INLINE uint splitmix32(ulong seed)
+{
+    ulong result = (seed ^ (seed >> 33)) * 0x62A9D9ED799705F5UL;
+    result = (result ^ (result >> 28)) * 0xCB24D0A5C88C35B3UL;
+    return (uint)(result >> 32);
+}
+
+INLINE float xoshiro128plus(uint4 *state)
+{
+    uint4 s = *state;
+    const uint result = s.x + s.w;
+    const uint t = s.y << 9;
+    s.z ^= s.x;
+    s.w ^= s.y;
+    s.y ^= s.z;
+    s.x ^= s.w;
+    s.z ^= t;
+    s.w = rotate(s.w, 11u);
+    *state = s;
+    return (float)(result >> 8) * 0x1.0p-24f;
+}
+
+kernel void inpaint_noise(global float *image, global const uchar *mask, int width,
+                          int height, int channels, int origin_row, int origin_column,
+                          int full_width)
+{
+    const int x = get_global_id(0), y = get_global_id(1);
+    if (x >= width || y >= height || !mask[y * width + x]) return;
+
+    /* darktable's indexing: k is the index of the pixel's first float, 4 per pixel */
+    const ulong pixel = (ulong)(y + origin_row) * (ulong)full_width + (ulong)(x + origin_column);
+    const ulong k = 4UL * pixel;
+    const uint i = (uint)(k / (ulong)full_width);
+    const uint j = (uint)(k - (ulong)i);
+    const uint j1 = j + 1u;
+    uint4 state = (uint4)(splitmix32(j1), splitmix32((ulong)j1 * (ulong)(i + 3u)),
+                          splitmix32(1337UL), splitmix32(666UL));
+    for (int n = 0; n < 4; n++) xoshiro128plus(&state);
+    const bool use_cosine = ((i % 2u) | (j % 2u)) != 0u;
+
+    global float *pixel_values = image + (y * width + x) * channels;
+    for (int c = 0; c < channels; c++)
+    {
+        const float u1 = fmax(xoshiro128plus(&state), FLT_MIN);
+        const float u2 = xoshiro128plus(&state);
+#ifdef cl_khr_fp64
+        const float angle = (float)(2.0 * M_PI * (double)u2);
+#else
+        const float angle = 2.0f * M_PI_F * u2;
+#endif
+        const float radius = sqrt(-2.0f * log(u1));
+        const float noise = radius * (use_cosine ? cos(angle) : sin(angle));
+        const float value = pixel_values[c];
+        pixel_values[c] = fabs(noise * value + value);
+    }
+}

@@ -1,0 +1,170 @@
+/* One explicit step of darktable's 4-order anisotropic heat equation at one wavelet scale
+ * (heat_PDE_diffusion in src/iop/diffuse.c), fused in one pass.
+ *
+ * SPDX-License-Identifier: GPL-3.0-or-later
+ *
+ * out = max(0, hf * strength + sum_k speed_k * derivative_k / variance + lf), where
+ * orders 1, 2 diffuse the low frequencies `lf` and orders 3, 4 the high frequencies `hf`;
+ * orders 1, 3 steer along the gradient of lf and orders 2, 4 along the gradient of hf.
+ * Where a mask is given, unmasked pixels keep hf + lf. The gradients, the 3x3 variance of
+ * hf and the rotated laplacians all come from the two 3x3 stencils (dilation `mult`) read
+ * once per work item.
+ */
+
+#define ISOTROPIC 0
+#define ISOPHOTE 1
+#define GRADIENT 2
+
+/* darktable's dt_vector_exp: an IEEE-754 bit trick, >= exp(x), meant for x <= 0. */
+INLINE vec_t fast_exp(vec_t x)
+{
+    const vec_t k = fmax(x, -100.0f) * (float)(0x402DF854 - 0x3F800000);
+    return AS_VEC(max(CONVERT_IVEC(k) + 0x3F800000, 0));
+}
+
+/* The second differences of a 3x3 stencil (9 packs, row-major): darktable's rotated
+ * laplacian [[a12/2, a22, -a12/2], [a11, -2(a11+a22), a11], [-a12/2, a22, a12/2]]
+ * applied to the stencil equals a11 * horizontal + a22 * vertical + a12 * half_cross. */
+typedef struct
+{
+    vec_t horizontal, vertical, half_cross, diagonal, centre;
+} differences_t;
+
+INLINE differences_t differences_of(const vec_t *p)
+{
+    differences_t d;
+    const vec_t centre2 = p[4] + p[4];
+    const vec_t diagonal = p[0] + p[8], antidiagonal = p[2] + p[6];
+    d.horizontal = p[3] + p[5] - centre2;
+    d.vertical = p[1] + p[7] - centre2;
+    d.half_cross = (diagonal - antidiagonal) * 0.5f;
+    d.diagonal = diagonal + antidiagonal;
+    d.centre = p[4];
+    return d;
+}
+
+/* The direction of a stencil's gradient: cos^2, sin^2, cos*sin (angle 0 where it is
+ * null), and c2 = fast_exp(-|gradient| * anisotropy), for one anisotropy. */
+typedef struct
+{
+    vec_t cos2, sin2, cossin, magnitude;
+} direction_t;
+
+INLINE direction_t direction_of(const vec_t *p)
+{
+    direction_t d;
+    const vec_t dx = (p[7] - p[1]) * 0.5f, dy = (p[5] - p[3]) * 0.5f;
+    d.magnitude = sqrt(MAD(dx, dx, dy * dy));
+    const ivec_t nonzero = d.magnitude != 0.0f;
+    const vec_t cosine = select((vec_t)(1.0f), dx / d.magnitude, nonzero);
+    const vec_t sine = select((vec_t)(0.0f), dy / d.magnitude, nonzero);
+    d.cos2 = cosine * cosine;
+    d.sin2 = sine * sine;
+    d.cossin = cosine * sine;
+    return d;
+}
+
+/* One order's kernel * stencil. With U = cos2 Lh + sin2 Lv - cs D/2 and
+ * V = sin2 Lh + cos2 Lv + cs D/2, the isophote kernel gives U + c2 V, the gradient
+ * kernel V + c2 U, and the isotropic kernel (Oono & Puri) diag/4 + (Lh + Lv)/2 - centre. */
+INLINE vec_t derivative(int mode, float anisotropy, const differences_t s, const direction_t d)
+{
+    if (mode == ISOTROPIC)
+        return MAD(s.diagonal, 0.25f, (s.horizontal + s.vertical) * 0.5f) - s.centre;
+    const vec_t c2 = fast_exp(-d.magnitude * anisotropy);
+    const vec_t cross = d.cossin * s.half_cross;
+    const vec_t along = MAD(d.cos2, s.horizontal, d.sin2 * s.vertical) - cross;
+    const vec_t across = MAD(d.sin2, s.horizontal, d.cos2 * s.vertical) + cross;
+    return mode == ISOPHOTE ? MAD(c2, across, along) : MAD(c2, along, across);
+}
+
+INLINE void pde_pack(global const float *hf, global const float *lf, global float *out,
+                     global const uchar *mask, int use_mask, const pack_t pack, int y,
+                     int width, int height, int channels, int mult, float4 speed,
+                     int4 mode, float4 anisotropy, float strength, float regularization,
+                     float variance_threshold, bool interior)
+{
+    const int row_length = width * channels;
+    vec_t L[9], H[9];
+    #pragma unroll
+    for (int i = 0; i < 3; i++)
+    {
+        const int row = clamp(y + (i - 1) * mult, 0, height - 1) * row_length;
+        #pragma unroll
+        for (int j = 0; j < 3; j++)
+        {
+            L[3 * i + j] = load_pack(lf + row, pack, (j - 1) * mult, width, channels, interior);
+            H[3 * i + j] = load_pack(hf + row, pack, (j - 1) * mult, width, channels, interior);
+        }
+    }
+
+    vec_t result = H[4] * strength;
+    if (any(speed != 0.0f))
+    {
+        const float speeds[4] = {speed.s0, speed.s1, speed.s2, speed.s3};
+        const int modes[4] = {mode.s0, mode.s1, mode.s2, mode.s3};
+        const float anisotropies[4] = {anisotropy.s0, anisotropy.s1, anisotropy.s2,
+                                       anisotropy.s3};
+        const differences_t stencil[2] = {differences_of(L), differences_of(H)};
+        direction_t direction[2];
+        #pragma unroll
+        for (int steer = 0; steer < 2; steer++)
+            if ((speeds[steer] != 0.0f && modes[steer] != ISOTROPIC)
+                || (speeds[steer + 2] != 0.0f && modes[steer + 2] != ISOTROPIC))
+                direction[steer] = direction_of(steer == 0 ? L : H);
+
+        vec_t acc = (vec_t)(0.0f);
+        bool first = true;
+        #pragma unroll
+        for (int k = 0; k < 4; k++)
+        {
+            if (speeds[k] == 0.0f) continue;
+            const vec_t term = derivative(modes[k], anisotropies[k], stencil[k / 2],
+                                           direction[k % 2]);
+            acc = first ? term * speeds[k] : MAD(term, speeds[k], acc);
+            first = false;
+        }
+        if (regularization != 0.0f)
+        {
+            /* the 3x3 sum of hf^2, row by row */
+            vec_t variance = MAD(H[2], H[2], MAD(H[1], H[1], H[0] * H[0]));
+            variance = variance + MAD(H[5], H[5], MAD(H[4], H[4], H[3] * H[3]));
+            variance = variance + MAD(H[8], H[8], MAD(H[7], H[7], H[6] * H[6]));
+            acc = acc / MAD(variance, regularization, variance_threshold);
+        }
+        else
+            acc = acc / variance_threshold;
+        result = result + acc;
+    }
+    result = fmax(result + L[4], 0.0f);
+
+    if (use_mask)
+    {
+        /* unmasked pixels are kept: hf + lf, unclamped */
+        global const uchar *mask_row = mask + y * width;
+        const vec_t kept = H[4] + L[4];
+        ivec_t channel;
+        const ivec_t column = pack_columns(pack, channels, &channel);
+        const ivec_t inside = CONVERT_IVEC(GATHER(mask_row, column)) != 0;
+        result = select(kept, result, inside);
+    }
+    store_pack(out + y * row_length, pack, result);
+}
+
+kernel void pde_step(global const float *hf, global const float *lf, global float *out,
+                     global const uchar *mask, int use_mask, int width, int height,
+                     int channels, int mult, int classes, int aligned, float4 speed,
+                     int4 mode, float4 anisotropy, float strength, float regularization,
+                     float variance_threshold)
+{
+    const int y = class_row(classes);
+    const int p = get_global_id(0);
+    if (y >= height || VEC * p >= width * channels) return;
+    const pack_t pack = make_pack(p, width, channels, aligned);
+    if (pack_is_interior(pack, mult, width, channels))
+        pde_pack(hf, lf, out, mask, use_mask, pack, y, width, height, channels, mult, speed,
+                 mode, anisotropy, strength, regularization, variance_threshold, true);
+    else
+        pde_pack(hf, lf, out, mask, use_mask, pack, y, width, height, channels, mult, speed,
+                 mode, anisotropy, strength, regularization, variance_threshold, false);
+}

@@ -1,0 +1,329 @@
+"""The OpenCL solver on a real device (PoCL in CI): parity with NumPy, device selection,
+tiling, progress, and the fallback and error paths.
+
+darktable parity of every reference file through ``backend="opencl"`` is in
+``test_reference.py``. The device is the default one (a GPU, else a CPU) unless
+``NAPARI_DIFFUSE_OPENCL_DEVICE`` names another.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import warnings
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pyopencl")
+
+from napari_diffuse import DiffuseParams, backends, diffuse, numpy_solver  # noqa: E402
+from napari_diffuse import opencl_devices, opencl_solver  # noqa: E402
+from napari_diffuse.plan import make_plan  # noqa: E402
+from napari_diffuse.resources import data_dir  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def engine():
+    """The shared engine: one context and one program build for the whole module."""
+    opencl_solver.configure()
+    return opencl_solver.engine()  # fails, not skips, when no device works
+
+
+@pytest.fixture
+def restore_configuration(engine):
+    """Give the shared engine back after a test that reconfigures it."""
+    yield
+    opencl_solver.configure()
+    opencl_solver._engine = engine  # the module's engine, rebuilt at no cost
+
+
+def _image(shape, seed=0):
+    return np.random.default_rng(seed).random(shape, dtype=np.float32)
+
+
+def _close(actual, expected, max_abs=2e-5, mean_abs=1e-6):
+    difference = np.abs(actual - expected)
+    assert difference.max() <= max_abs, difference.max()
+    assert difference.mean() <= mean_abs, difference.mean()
+
+
+# -- device selection -------------------------------------------------------------------
+
+def test_list_devices_describes_the_devices(engine):
+    devices = opencl_devices.list_devices()
+    assert devices, "no OpenCL device listed"
+    assert [d.index for d in devices] == list(range(len(devices)))
+    for device in devices:
+        assert device.kind in ("GPU", "CPU", "accelerator", "other")
+        assert 0 < device.max_allocation <= device.global_memory
+        assert device.name in str(device)
+
+
+def test_list_devices_is_exported():
+    import napari_diffuse
+
+    assert napari_diffuse.list_devices is opencl_devices.list_devices
+
+
+def test_device_choice_by_index_name_and_environment(engine, monkeypatch):
+    first = opencl_devices.list_devices()[0]
+    assert opencl_devices.select_device(0).name.strip() == first.name
+    assert opencl_devices.select_device("0").name.strip() == first.name
+    by_name = opencl_devices.select_device(first.name[-6:].upper())
+    assert by_name.name.strip() == first.name
+    monkeypatch.setenv(opencl_devices.DEVICE_VARIABLE, first.platform[:5])
+    assert opencl_devices.select_device().platform.name.strip() == first.platform
+
+
+def test_default_device_prefers_a_gpu(engine, monkeypatch):
+    monkeypatch.delenv(opencl_devices.DEVICE_VARIABLE, raising=False)
+    devices = opencl_devices.list_devices()
+    kinds = [d.kind for d in devices]
+    expected = "GPU" if "GPU" in kinds else "CPU" if "CPU" in kinds else kinds[0]
+    chosen = opencl_devices.select_device()
+    label = f"{chosen.platform.name.strip()}: {chosen.name.strip()}"
+    assert [d.kind for d in devices if d.label == label][0] == expected
+
+
+@pytest.mark.parametrize("choice", [99, "no such device"])
+def test_unknown_device_choice_is_refused_with_the_list(choice):
+    with pytest.raises(opencl_devices.OpenCLUnavailable, match="devices: "):
+        opencl_devices.select_device(choice)
+
+
+def test_unknown_device_in_the_environment_makes_opencl_fail(monkeypatch,
+                                                             restore_configuration):
+    monkeypatch.setenv(opencl_devices.DEVICE_VARIABLE, "no such device")
+    opencl_solver.configure()
+    with pytest.raises(RuntimeError, match="no OpenCL device matches 'no such device'"):
+        backends.get_solver("opencl")
+
+
+# -- parity with the NumPy solver -------------------------------------------------------
+
+RANDOM_SETTINGS = [
+    dict(iterations=3, radius=12, radius_center=2, first=0.3, second=-0.2, third=0.25,
+         fourth=-0.1, anisotropy_first=2.5, anisotropy_second=-1.5, anisotropy_third=0.0,
+         anisotropy_fourth=4.0, sharpness=0.2, edge_sensitivity=1.5, edge_threshold=-0.5),
+    dict(iterations=2, radius=40, radius_center=0, first=-0.25, second=0.1, third=-0.3,
+         fourth=0.2, anisotropy_first=-3.0, anisotropy_second=1.0, anisotropy_third=-2.0,
+         anisotropy_fourth=0.0, sharpness=-0.3, edge_sensitivity=0.0, edge_threshold=0.3),
+]
+
+
+@pytest.mark.parametrize("shape", [(37, 53, 1), (29, 41, 3), (33, 30, 4), (21, 19, 5),
+                                   (1, 17, 2)])
+@pytest.mark.parametrize("settings", range(len(RANDOM_SETTINGS)))
+def test_matches_numpy_any_channels_and_size(engine, shape, settings):
+    plan = make_plan(DiffuseParams(**RANDOM_SETTINGS[settings]))
+    image = _image(shape, seed=settings)
+    before = image.copy()
+    out = opencl_solver.solve(image, plan)
+    np.testing.assert_array_equal(image, before)
+    assert out.shape == shape and out.dtype == np.float32
+    _close(out, numpy_solver.solve(image, plan))
+
+
+@pytest.mark.parametrize("vector_width", [1, 4, 8])
+@pytest.mark.parametrize("precise", [True, False])
+def test_every_vector_width_gives_the_same_result(engine, vector_width, precise):
+    plan = make_plan(DiffuseParams(**RANDOM_SETTINGS[0]))
+    image = _image((23, 31, 3), seed=3)
+    wide, narrow = (opencl_solver.Engine(engine.device, vector_width=width, precise=precise)
+                    for width in (vector_width, 1))
+    out = wide.solve(image, plan)
+    np.testing.assert_array_equal(out, narrow.solve(image, plan))
+    _close(out, numpy_solver.solve(image, plan), max_abs=2e-6, mean_abs=1e-7)
+
+
+def test_mask_inpaints_with_the_numpy_noise(engine):
+    plan = make_plan(DiffuseParams.from_preset("inpaint highlights").replace(iterations=4))
+    image = _image((40, 52, 4), seed=5) * 2
+    mask = image[..., :3].max(axis=-1) > 1.5
+    assert 0 < mask.sum() < mask.size
+    out = opencl_solver.solve(image, plan, mask, origin=(7, 11), full_width=300)
+    expected = numpy_solver.solve(image, plan, mask, origin=(7, 11), full_width=300)
+    _close(out, expected)
+    # unmasked pixels are kept (hf + lf): equal up to the rounding of fused multiply-adds
+    np.testing.assert_allclose(out[~mask], expected[~mask], rtol=0, atol=1e-6)
+
+
+def test_variance_map_matches_numpy(engine):
+    plan = make_plan(DiffuseParams.from_preset("denoise: medium"))
+    image = _image((45, 38, 3), seed=6)
+    mask = image[..., 0] > 0.8
+    for m in (None, mask):
+        out = opencl_solver.variance_map(image, plan, m)
+        assert out.shape == (45, 38) and out.dtype == np.float32
+        np.testing.assert_allclose(out, numpy_solver.variance_map(image, plan, m), rtol=1e-5)
+
+
+def test_api_runs_on_opencl(engine):
+    image = (_image((30, 34, 3), seed=7) * 65535).astype(np.uint16)
+    out = diffuse(image, preset="denoise: fine", iterations=3, channel_axis=-1,
+                  backend="opencl")
+    expected = diffuse(image, preset="denoise: fine", iterations=3, channel_axis=-1,
+                       backend="numpy")
+    assert out.dtype == np.uint16
+    assert np.abs(out.astype(int) - expected).max() <= 1
+
+
+# -- the engine's lifetime --------------------------------------------------------------
+
+def test_engine_and_kernels_are_built_once(engine):
+    kernels = {width: dict(program.kernels) for width, program in engine._programs.items()}
+    assert opencl_solver.engine() is engine
+    opencl_solver.solve(_image((20, 20, 4)), make_plan(DiffuseParams(iterations=2)))
+    assert {width: program.kernels for width, program in engine._programs.items()
+            if width in kernels} == kernels
+
+
+def test_transfers_through_pinned_staging(engine, monkeypatch):
+    monkeypatch.setattr(opencl_solver._Staging, "CHUNK", 4096)  # many chunks, a partial last
+    staged = opencl_solver.Engine(engine.device, staged=True)
+    plan = make_plan(DiffuseParams(**RANDOM_SETTINGS[1]))
+    image = _image((57, 43, 3), seed=4)
+    mask = image[..., 0] > 0.6
+    np.testing.assert_array_equal(staged.solve(image, plan, mask), engine.solve(image, plan, mask))
+    np.testing.assert_array_equal(staged.variance_map(image, plan),
+                                  engine.variance_map(image, plan))
+
+
+def test_progress_reports_every_iteration(engine):
+    plan = make_plan(DiffuseParams(iterations=5, radius=4, first=0.2))
+    calls = []
+    opencl_solver.solve(_image((24, 24, 2)), plan, progress=lambda *a: calls.append(a))
+    assert calls == [(i, 5) for i in range(1, 6)]
+
+
+def test_progress_can_abort_and_the_engine_still_works(engine):
+    plan = make_plan(DiffuseParams(iterations=6, radius=4, first=0.2))
+    image = _image((24, 24, 2))
+
+    def stop(done, total):
+        if done == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        opencl_solver.solve(image, plan, progress=stop)
+    np.testing.assert_array_equal(opencl_solver.solve(image, plan), engine.solve(image, plan))
+
+
+# -- tiling -----------------------------------------------------------------------------
+
+def test_tiles_cover_the_image_once():
+    tiles = opencl_solver.plan_tiles(100, 70, 9, lambda h, w: h * w <= 40 * 40)
+    assert len(tiles) > 1
+    covered = np.zeros((100, 70), int)
+    for tile in tiles:
+        padded = covered[tile.rows, tile.cols]
+        padded[tile.core_rows, tile.core_cols] += 1
+        assert padded.shape[0] * padded.shape[1] <= 40 * 40
+    assert (covered == 1).all()
+    assert opencl_solver.plan_tiles(100, 70, 30, lambda h, w: h * w <= 40 * 40) is None
+
+
+def test_oversized_image_is_tiled_with_the_whole_image_result(engine, restore_configuration):
+    plan = make_plan(DiffuseParams(iterations=2, radius=2, first=0.3, third=-0.2,
+                                   anisotropy_first=2.0, edge_sensitivity=1.0))
+    image = _image((150, 90, 3), seed=8)
+    mask = image[..., 1] > 0.7
+    whole = engine.solve(image, plan, mask)
+    limit = 110 * 90 * 3 * 4  # bytes: a 110-row buffer, less than the image's 150 rows
+    opencl_solver.configure(max_allocation=limit)
+    tiled_engine = opencl_solver.engine()
+    assert tiled_engine is not engine and tiled_engine.buffer_limit == limit
+    overlap = plan.iterations * 3 * ((1 << plan.scales) - 1)
+    assert len(tiled_engine._tiles(image.shape, overlap, plan.scales + 3)) > 1
+    calls = []
+    tiled = opencl_solver.solve(image, plan, mask, progress=lambda *a: calls.append(a))
+    np.testing.assert_array_equal(tiled, whole)
+    assert calls[-1][0] == calls[-1][1] > plan.iterations
+    np.testing.assert_array_equal(opencl_solver.variance_map(image, plan, mask),
+                                  engine.variance_map(image, plan, mask))
+
+
+def test_image_beyond_any_tiling_falls_back_to_numpy(engine, restore_configuration):
+    plan = make_plan(DiffuseParams(iterations=4, radius=30, first=0.2))
+    image = _image((40, 40, 1), seed=9)
+    opencl_solver.configure(max_allocation=64)
+    with pytest.warns(RuntimeWarning, match="using the NumPy solver"):
+        out = opencl_solver.solve(image, plan)
+    np.testing.assert_array_equal(out, numpy_solver.solve(image, plan))
+
+
+# -- errors and fallback ----------------------------------------------------------------
+
+def test_kernel_build_error(engine, tmp_path, restore_configuration):
+    for name in opencl_solver.KERNEL_FILES:
+        shutil.copy(data_dir("kernels") / name, tmp_path / name)
+    with open(tmp_path / "pde.cl", "a") as source:
+        source.write("\nkernel void broken(global float *x) { x[0] = undeclared_name; }\n")
+    with pytest.raises(opencl_devices.OpenCLUnavailable, match="failed to build"):
+        opencl_solver.Engine(engine.device, tmp_path)
+
+    opencl_solver.configure(kernel_dir=tmp_path)
+    with pytest.raises(RuntimeError, match="failed to build"):
+        backends.get_solver("opencl")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        first = backends.get_solver("auto")
+        second = backends.get_solver("auto")
+    assert first is second is numpy_solver
+    messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert len(messages) == 1 and "failed to build" in messages[0] and "NumPy" in messages[0]
+
+
+def test_missing_kernel_files_are_reported(engine, tmp_path):
+    with pytest.raises(opencl_devices.OpenCLUnavailable, match="cannot read the OpenCL kernels"):
+        opencl_solver.Engine(engine.device, tmp_path)
+
+
+def test_invalid_allocation_limit_is_refused():
+    with pytest.raises(ValueError, match="positive number of bytes"):
+        opencl_solver.configure(max_allocation=0)
+
+
+NO_PLATFORM_SCRIPT = textwrap.dedent("""
+    import json, warnings
+    import numpy as np
+    from napari_diffuse import backends, diffuse
+    from napari_diffuse.opencl_devices import list_devices
+    report = {"devices": len(list_devices())}
+    try:
+        backends.get_solver("opencl")
+    except RuntimeError as error:
+        report["opencl_error"] = str(error)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report["auto"] = backends.get_solver("auto").__name__
+        image = np.random.default_rng(0).random((16, 16), dtype=np.float32)
+        same = np.array_equal(diffuse(image, iterations=2, radius=3, first=0.2),
+                              diffuse(image, iterations=2, radius=3, first=0.2, backend="numpy"))
+    report["same"] = same
+    report["warnings"] = [str(w.message) for w in caught]
+    print(json.dumps(report))
+""")
+
+
+def test_no_platform_falls_back_or_raises(tmp_path):
+    """A process whose ICD loader finds no vendor file: no platform at all."""
+    empty = tmp_path / "vendors"
+    empty.mkdir()
+    env = dict(os.environ, OCL_ICD_VENDORS=str(empty), OPENCL_VENDOR_PATH=str(empty),
+               POCL_CACHE_DIR=str(tmp_path / "pocl-cache"))
+    env.pop(opencl_devices.DEVICE_VARIABLE, None)
+    run = subprocess.run([sys.executable, "-c", NO_PLATFORM_SCRIPT], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout.strip().splitlines()[-1])
+    assert report["devices"] == 0
+    assert "no OpenCL platform" in report["opencl_error"]
+    assert report["auto"] == "napari_diffuse.numpy_solver" and report["same"]
+    assert len(report["warnings"]) == 1
+    assert "no OpenCL platform" in report["warnings"][0] and "NumPy" in report["warnings"][0]
