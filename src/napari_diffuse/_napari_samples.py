@@ -1,0 +1,39 @@
+"""napari sample-data contributions: the images of :mod:`napari_diffuse.sample_data` as layers.
+
+Each function returns napari layer-data tuples; the layer's metadata names the preset
+that suits the image (``metadata["napari_diffuse"]["suggested_preset"]``).
+"""
+
+from __future__ import annotations
+
+from .sample_data import SAMPLES
+
+__all__ = ["fluorescence", "blurred", "stars"]
+
+_LAYER_STYLES = {  # sample name -> (layer name, napari Image layer properties)
+    "fluorescence": ("noisy fluorescence", {"colormap": "green", "contrast_limits": (0.0, 0.8)}),
+    "blurred": ("blurred photo", {"rgb": True, "contrast_limits": (0.0, 1.0)}),
+    "stars": ("saturated stars", {"colormap": "gray", "contrast_limits": (0.0, 2.0)}),
+}
+
+
+def _layer_data(sample: str) -> list[tuple]:
+    function, description, preset = SAMPLES[sample]
+    name, style = _LAYER_STYLES[sample]
+    metadata = {"napari_diffuse": {"suggested_preset": preset, "description": description}}
+    return [(function(), {"name": name, "metadata": metadata, **style}, "image")]
+
+
+def fluorescence() -> list[tuple]:
+    """Noisy widefield-fluorescence-like image (suits *denoise: medium*)."""
+    return _layer_data("fluorescence")
+
+
+def blurred() -> list[tuple]:
+    """scikit-image's astronaut, linear RGB, lens-blurred (suits *lens deblur: medium*)."""
+    return _layer_data("blurred")
+
+
+def stars() -> list[tuple]:
+    """Hubble deep-field crop with clipped star cores (suits *inpaint highlights*)."""
+    return _layer_data("stars")

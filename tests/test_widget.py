@@ -1,0 +1,484 @@
+"""The napari plugin, driven in a real napari viewer (Xvfb via pytest-xvfb)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+napari = pytest.importorskip("napari")
+npe2 = pytest.importorskip("npe2")
+
+from napari.utils.notifications import notification_manager  # noqa: E402
+
+from napari_diffuse import api  # noqa: E402
+from napari_diffuse.params import FIELDS, DiffuseParams  # noqa: E402
+from napari_diffuse.presets import list_presets, load_preset  # noqa: E402
+from napari_diffuse.user_presets import CONFIG_DIR_VARIABLE, list_user_presets  # noqa: E402
+from napari_diffuse.widget import (CUSTOM, METADATA_KEY, DiffuseWidget,  # noqa: E402
+                                   control_value, param_value)
+
+ROOT = Path(__file__).resolve().parents[1]
+PLUGIN = "napari-diffuse"
+WIDGET_NAME = "diffuse or sharpen"
+FAST = DiffuseParams.from_preset("denoise: fine").replace(iterations=2)
+SECTION_TITLES = ["properties", "speed (sharpen ↔ diffuse)", "direction", "edge management",
+                  "diffusion spatiality"]
+
+
+@pytest.fixture(autouse=True)
+def config_folder(tmp_path, monkeypatch):
+    """User presets go to a fresh folder."""
+    monkeypatch.setenv(CONFIG_DIR_VARIABLE, str(tmp_path / "config"))
+    return tmp_path / "config"
+
+
+@pytest.fixture
+def viewer(make_napari_viewer):
+    return make_napari_viewer()
+
+
+@pytest.fixture
+def widget(viewer, qtbot):
+    made = DiffuseWidget(viewer)
+    viewer.window.add_dock_widget(made, name=WIDGET_NAME)
+    return made
+
+
+class Messages:
+    """napari notifications shown since the fixture started."""
+
+    def __init__(self):
+        self.start = len(notification_manager.records)
+
+    @property
+    def new(self):
+        return notification_manager.records[self.start:]
+
+    def texts(self, severity: str | None = None) -> list[str]:
+        return [str(n.message) for n in self.new
+                if severity is None or str(n.severity) == severity]
+
+
+@pytest.fixture
+def messages():
+    return Messages()
+
+
+def layer_names(viewer) -> list[str]:
+    return [layer.name for layer in viewer.layers]
+
+
+def run_and_wait(widget, qtbot, timeout=60_000):
+    worker = widget.run()
+    assert worker is not None, widget.status.value
+    # the widget's own finished slot was connected before the worker started
+    qtbot.waitUntil(lambda: not widget.running, timeout=timeout)
+    return worker
+
+
+def images():
+    rng = np.random.default_rng(1)
+    return {
+        "gray": (rng.random((40, 48), dtype=np.float32), {}, None),
+        "rgb": (rng.random((32, 40, 3), dtype=np.float32), {"rgb": True}, -1),
+        "stack": (rng.random((3, 32, 36), dtype=np.float32), {}, None),
+    }
+
+
+# ----------------------------------------------------------------------------- manifest
+def test_manifest_validates():
+    done = subprocess.run([sys.executable, "-m", "npe2", "validate", str(ROOT / "napari.yaml")],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (ROOT / "src" / "napari_diffuse" / "napari.yaml").resolve() == ROOT / "napari.yaml"
+
+
+def test_manifest_contributions():
+    manager = npe2.PluginManager.instance()
+    manager.discover()
+    manifest = manager.get_manifest(PLUGIN)
+    (widget_contribution,) = manifest.contributions.widgets
+    assert widget_contribution.display_name == WIDGET_NAME
+    assert widget_contribution.get_callable() is DiffuseWidget
+    menu_commands = [item.command for item in manifest.contributions.menus["napari/layers/filter"]]
+    assert menu_commands == [widget_contribution.command]
+    assert {s.key for s in manifest.contributions.sample_data} == {"fluorescence", "blurred",
+                                                                   "stars"}
+
+
+def test_widget_docks_through_npe2(viewer):
+    _dock, docked = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET_NAME)
+    assert isinstance(docked, DiffuseWidget)
+
+
+def test_layers_filter_menu_opens_the_widget(viewer):
+    from napari._app_model import get_app_model
+
+    app = get_app_model()
+    commands = [item.command.id for item in app.menus.get_menu("napari/layers/filter")
+                if hasattr(item, "command")]
+    assert "napari-diffuse.make_widget" in commands
+    made, _title = app.commands.execute_command("napari-diffuse.make_widget").result()
+    assert isinstance(made, DiffuseWidget)
+
+
+@pytest.mark.parametrize("key, name, rgb", [("fluorescence", "noisy fluorescence", False),
+                                            ("blurred", "blurred photo", True),
+                                            ("stars", "saturated stars", False)])
+def test_sample_data(viewer, key, name, rgb):
+    viewer.open_sample(PLUGIN, key)
+    (layer,) = viewer.layers
+    assert layer.name == name and layer.rgb == rgb and layer.data.dtype == np.float32
+    assert layer.metadata[METADATA_KEY]["suggested_preset"] in list_presets()
+
+
+# ----------------------------------------------------------------------------- controls
+def test_every_control_has_darktables_range_label_and_help(widget):
+    for spec in FIELDS:
+        control = getattr(widget, spec.name)
+        factor = 100 if spec.percent else 1
+        assert (control.min, control.max) == (spec.minimum * factor, spec.maximum * factor)
+        assert control.label == spec.label
+        assert spec.help in control.tooltip
+        assert control.value == control_value(spec, spec.default)
+        if spec.percent:
+            assert control.native.suffix() == " %"
+    assert widget.params == DiffuseParams()
+
+
+def test_sections_are_darktables(widget):
+    from qtpy.QtWidgets import QLabel
+
+    texts = [label.text() for label in widget.native.findChildren(QLabel)]
+    for title in SECTION_TITLES:
+        assert f"<b>{title}</b>" in texts
+
+
+def test_percent_mapping_is_exact(widget):
+    widget.first.value = -25.0
+    widget.anisotropy_third.value = 250.0
+    widget.luminance_threshold.value = 141.0
+    shown = widget.params
+    assert (shown.first, shown.anisotropy_third, shown.luminance_threshold) == (-0.25, 2.5, 1.41)
+    for name in list_presets():
+        for spec in FIELDS:
+            value = getattr(load_preset(name), spec.name)
+            assert param_value(spec, control_value(spec, value)) == value
+
+
+@given(hundredths=st.integers(-100_000, 100_000))
+def test_percent_mapping_round_trips_every_control_value(hundredths):
+    anisotropy = next(spec for spec in FIELDS if spec.name == "anisotropy_first")
+    shown = hundredths / 100  # what a 2-decimal percent spin box can hold
+    assert control_value(anisotropy, param_value(anisotropy, shown)) == shown
+    assert param_value(anisotropy, shown) == hundredths / 10_000
+
+
+def test_script_can_set_controls_by_field_name(widget):
+    widget.iterations.value = 8
+    widget.radius.value = 3
+    assert widget.params.iterations == 8 and widget.params.radius == 3
+
+
+def test_each_preset_sets_every_control(widget):
+    for name in list_presets():
+        widget.preset.value = name
+        assert widget.params == load_preset(name), name
+        assert widget.preset.value == name
+    widget.sharpness.value = 5.0
+    assert widget.preset.value == CUSTOM
+    assert widget.params.sharpness == 0.05
+
+
+# ----------------------------------------------------------------------------- runs
+@pytest.mark.parametrize("kind", ["gray", "rgb", "stack"])
+def test_run_matches_diffuse(viewer, widget, qtbot, kind, messages):
+    data, kwargs, channel_axis = images()[kind]
+    layer = viewer.add_image(data, name="cells", scale=(2.0,) * (data.ndim - (channel_axis == -1)),
+                             translate=(5.0,) * (data.ndim - (channel_axis == -1)),
+                             contrast_limits=(0.1, 0.9), **kwargs)
+    widget.input.value = layer
+    widget.preset.value = "denoise: fine"
+    widget.show_variance_map.value = True
+    widget.show_luminance_mask.value = True
+    run_and_wait(widget, qtbot)
+    params = load_preset("denoise: fine")
+
+    assert layer_names(viewer) == ["cells", "cells [denoise: fine]", "cells [luminance mask]",
+                                   "cells [variance map]"]
+    result, mask, variance = viewer.layers[1:]
+    expected = api.diffuse(data, params, channel_axis=channel_axis)
+    np.testing.assert_array_equal(result.data, expected)
+    assert result.rgb == layer.rgb
+    np.testing.assert_array_equal(result.scale, layer.scale)
+    np.testing.assert_array_equal(result.translate, layer.translate)
+    assert tuple(result.contrast_limits) == (0.1, 0.9)
+    assert result.metadata[METADATA_KEY] == {"source": str(layer.unique_id), "role": "result"}
+    np.testing.assert_array_equal(mask.data, api.luminance_mask(data, params,
+                                                                 channel_axis=channel_axis))
+    np.testing.assert_array_equal(variance.data, api.variance_map(data, params,
+                                                                   channel_axis=channel_axis))
+    assert isinstance(mask, napari.layers.Labels)
+    assert variance.colormap.name == "magma"
+    np.testing.assert_array_equal(variance.scale, layer.scale)
+    assert not messages.texts("error")
+    assert "done" in widget.status.value
+
+
+def test_multichannel_uses_the_chosen_channel_axis(viewer, widget, qtbot):
+    data = np.random.default_rng(2).random((2, 24, 28), dtype=np.float32)
+    layer = viewer.add_image(data, name="channels", scale=(1.0, 0.5, 0.25))
+    widget.input.value = layer
+    widget.set_params(FAST)
+    widget.channel_axis.value = 0
+    widget.show_variance_map.value = True
+    run_and_wait(widget, qtbot)
+    result, variance = viewer.layers[1:]
+    np.testing.assert_array_equal(result.data, api.diffuse(data, FAST, channel_axis=0))
+    assert variance.data.shape == (24, 28)
+    np.testing.assert_array_equal(variance.scale, (0.5, 0.25))
+
+
+def test_contrast_limits_can_set_the_value_range(viewer, widget, qtbot):
+    counts = np.random.default_rng(4).integers(100, 4000, (32, 32)).astype(np.uint16)
+    widget.input.value = viewer.add_image(counts, name="camera", contrast_limits=(100, 4095))
+    widget.set_params(FAST)
+    widget.value_range.value = "contrast limits"
+    run_and_wait(widget, qtbot)
+    result = viewer.layers["camera [custom]"].data
+    assert result.dtype == np.uint16
+    np.testing.assert_array_equal(result, api.diffuse(counts, FAST, value_range=(100, 4095)))
+    assert not np.array_equal(result, api.diffuse(counts, FAST))
+
+
+def test_rgb_layers_use_their_colour_axis_automatically(viewer, widget):
+    widget.input.value = viewer.add_image(np.zeros((8, 8, 3), np.float32), rgb=True)
+    assert not widget.channel_axis.enabled and widget._make_job().channel_axis == -1
+
+
+def test_rerun_replaces_the_result_layer(viewer, widget, qtbot):
+    data = images()["gray"][0]
+    layer = viewer.add_image(data, name="cells")
+    widget.input.value = layer
+    widget.set_params(FAST)
+    run_and_wait(widget, qtbot)
+    first = viewer.layers[1]
+    assert first.name == "cells [custom]"
+    widget.preset.value = "bloom"
+    widget.run_button.native.click()  # the button starts the same run
+    assert widget.running
+    qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
+    assert layer_names(viewer) == ["cells", "cells [bloom]"]
+    assert viewer.layers[1] is first
+    np.testing.assert_array_equal(first.data, api.diffuse(data, load_preset("bloom")))
+    first.name = "renamed by the user"  # tracked by metadata, not by name
+    run_and_wait(widget, qtbot)
+    assert len(viewer.layers) == 2 and viewer.layers[1] is first
+
+
+def test_results_of_two_inputs_are_kept_apart(viewer, widget, qtbot):
+    for name in ("a", "b"):
+        widget.input.value = viewer.add_image(images()["gray"][0], name=name)
+        widget.set_params(FAST)
+        run_and_wait(widget, qtbot)
+    assert layer_names(viewer) == ["a", "a [custom]", "b", "b [custom]"]
+
+
+def test_mask_layers_inpaint(viewer, widget, qtbot):
+    data = images()["gray"][0]
+    layer = viewer.add_image(data, name="cells")
+    shapes = viewer.add_shapes([[[4, 6], [4, 20], [15, 20], [15, 6]]], shape_type="polygon",
+                               name="hole")
+    widget.input.value = layer
+    widget.set_params(FAST)
+    widget.mask.value = shapes
+    run_and_wait(widget, qtbot)
+    expected_mask = np.zeros(data.shape, bool)
+    expected_mask[4:16, 6:21] = True
+    shown = viewer.layers["cells [custom]"].data
+    np.testing.assert_array_equal(shown, api.diffuse(data, FAST, mask=expected_mask))
+    # outside the mask the image is kept (to float32 rounding: it goes through the wavelets)
+    np.testing.assert_allclose(shown[~expected_mask], data[~expected_mask], atol=1e-6)
+    assert not np.allclose(shown[expected_mask], data[expected_mask], atol=1e-3)
+
+    labels = viewer.add_labels(expected_mask.astype(np.uint8) * 3, name="label mask")
+    widget.mask.value = labels
+    run_and_wait(widget, qtbot)
+    np.testing.assert_array_equal(viewer.layers["cells [custom]"].data, shown)
+
+
+def test_dask_layer_is_passed_through(viewer, widget, qtbot, monkeypatch):
+    data = images()["stack"][0]
+    lazy = da.from_array(data, chunks=(1, 32, 36))
+    seen = []
+    real_diffuse = api.diffuse
+    monkeypatch.setattr(api, "diffuse", lambda image, *a, **k: (seen.append(type(image)),
+                                                                 real_diffuse(image, *a, **k))[1])
+    widget.input.value = viewer.add_image(lazy, name="lazy", contrast_limits=(0, 1))
+    widget.set_params(FAST)
+    run_and_wait(widget, qtbot)
+    assert seen == [da.Array]
+    result = viewer.layers["lazy [custom]"].data
+    assert isinstance(result, da.Array)  # lazy: napari computes the planes it shows
+    np.testing.assert_array_equal(np.asarray(result), real_diffuse(data, FAST))
+
+
+# ----------------------------------------------------------------------------- refusals
+def test_cancel_mid_run_leaves_the_layers_as_they_were(viewer, widget, qtbot, messages):
+    viewer.add_image(images()["gray"][0], name="old result")
+    layer = viewer.add_image(np.random.default_rng(3).random((256, 256), dtype=np.float32),
+                             name="big")
+    before = [(lyr.name, lyr.data) for lyr in viewer.layers]
+    widget.input.value = layer
+    widget.set_params(load_preset("denoise: medium").replace(iterations=500))
+    widget.backend.value = "numpy"  # seconds per run: cancel lands mid-run on any machine
+    worker = widget.run()
+    qtbot.waitUntil(lambda: widget.progress.value >= 1, timeout=30_000)
+
+    assert widget.run() is None  # a second run is refused visibly
+    assert not widget.run_button.enabled
+    assert any("already running" in text for text in messages.texts("info"))
+
+    widget.cancel_button.native.click()
+    qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
+    assert worker.abort_requested is False  # stopped by the progress callback, not by Qt
+    assert widget.progress.value < widget.progress.max  # it really stopped mid-run
+    assert [(lyr.name, lyr.data) for lyr in viewer.layers] == before
+    assert "cancelled" in widget.status.value
+    assert any("cancelled" in text for text in messages.texts("info"))
+    assert widget.run_button.enabled and not widget.cancel_button.enabled
+
+
+@pytest.mark.parametrize("make_input, channel_axis, message", [
+    (lambda viewer: viewer.add_labels(np.ones((16, 16), np.uint8), name="labels"), None,
+     "is a Labels layer; choose an Image layer"),
+    (lambda viewer: viewer.add_image(np.ones((4, 50), np.float32), name="profile"), 0,
+     "needs at least 2 spatial dimensions"),
+], ids=["labels layer", "1-D profiles"])
+def test_bad_input_is_refused_with_a_clear_message(viewer, widget, messages, make_input,
+                                                    channel_axis, message):
+    layer = make_input(viewer)
+    names = layer_names(viewer)
+    widget.input.value = layer
+    if channel_axis is not None:
+        widget.channel_axis.value = channel_axis
+    assert widget.run() is None
+    (error,) = messages.new
+    assert message in str(error.message) and str(error.severity) == "error"
+    assert type(error).__name__ == "Notification"  # a message, not an exception report
+    assert message in widget.status.value
+    assert layer_names(viewer) == names and widget.run_button.enabled
+
+
+def test_error_in_the_worker_is_reported_without_traceback(viewer, widget, qtbot, messages):
+    data = images()["gray"][0].copy()
+    data[3, 4] = np.nan
+    widget.input.value = viewer.add_image(data, name="holes")
+    widget.set_params(FAST)
+    run_and_wait(widget, qtbot)
+    (error,) = [n for n in messages.new if str(n.severity) == "error"]
+    assert "NaN" in str(error.message) and type(error).__name__ == "Notification"
+    assert layer_names(viewer) == ["holes"]
+
+
+def test_no_input_layer(widget, messages):
+    assert widget.run() is None
+    assert "choose an input Image layer" in messages.texts("error")[0]
+
+
+# ----------------------------------------------------------------------------- user presets
+def test_save_and_choose_a_user_preset(widget, config_folder):
+    widget.set_params(FAST.replace(sharpness=0.125))
+    path = widget.save_preset("my cells")
+    assert path.parent == config_folder / "presets"
+    assert list_user_presets() == ["my cells"] and "my cells" in widget.preset.choices
+    widget.preset.value = "bloom"
+    widget.preset.value = "my cells"
+    assert widget.params == FAST.replace(sharpness=0.125)
+
+
+def test_saving_under_a_bundled_name_is_refused(widget, messages):
+    assert widget.save_preset("dehaze") is None
+    assert "bundled preset" in messages.texts("error")[0]
+
+
+def test_import_darktable_preset(widget, tmp_path):
+    blob = bytes.fromhex("0a0000000000000000020000000020400000803e00000040000000000000"
+                         "00400000000000000000cdcc4cbecdcccc3dcdcc4cbecdcccc3d00000000")
+    path = tmp_path / "haze.dtpreset"
+    path.write_text(f"""<?xml version="1.0" encoding="UTF-8"?>
+<darktable_preset version="1.0"><preset><name>my haze</name>
+<operation>diffuse</operation><op_params>{blob.hex()}</op_params><op_version>2</op_version>
+</preset></darktable_preset>""")
+    assert widget.import_darktable(path) == ["my haze"]
+    assert widget.preset.value == "my haze" and widget.params == load_preset("dehaze")
+
+
+def test_import_of_a_broken_file_is_refused(widget, tmp_path, messages):
+    path = tmp_path / "broken.xmp"
+    path.write_text("<html/>")
+    assert widget.import_darktable(path) == []
+    assert "darktable import failed" in messages.texts("error")[0]
+
+
+# ----------------------------------------------------------------------------- devices
+def test_device_menu_lists_and_chooses_opencl_devices(viewer, monkeypatch):
+    import napari_diffuse
+    from napari_diffuse import opencl_devices, opencl_solver
+
+    devices = opencl_devices.list_devices()
+    if not devices:
+        pytest.skip("no OpenCL device here")
+    monkeypatch.setattr(napari_diffuse, "list_devices", opencl_devices.list_devices,
+                        raising=False)
+    made = DiffuseWidget(viewer)
+    assert set(made.device.choices) == {None, *[info.index for info in devices]}
+    assert made.device.value is None
+    try:
+        made.device.value = devices[-1].index
+        assert opencl_solver.engine().device.name.strip() == devices[-1].name
+    finally:
+        opencl_solver.configure(device=None)
+
+
+def test_no_device_menu_without_list_devices(viewer, monkeypatch):
+    import napari_diffuse
+
+    monkeypatch.delattr(napari_diffuse, "list_devices", raising=False)
+    assert DiffuseWidget(viewer).device is None
+
+
+def test_backend_fallback_warning_reaches_the_notifications(viewer, widget, qtbot, messages):
+    from napari_diffuse import opencl_solver
+
+    widget.input.value = viewer.add_image(images()["gray"][0], name="cells")
+    widget.set_params(FAST)
+    opencl_solver.configure(device="no device is called this")
+    try:
+        run_and_wait(widget, qtbot)
+    finally:
+        opencl_solver.configure(device=None)
+    assert any("using the NumPy solver" in text for text in messages.texts("warning"))
+    assert layer_names(viewer) == ["cells", "cells [custom]"]
+
+
+def test_opencl_backend_without_device_is_an_error_message(viewer, widget, qtbot, messages):
+    from napari_diffuse import opencl_solver
+
+    widget.input.value = viewer.add_image(images()["gray"][0], name="cells")
+    widget.set_params(FAST)
+    widget.backend.value = "opencl"
+    opencl_solver.configure(device="no device is called this")
+    try:
+        run_and_wait(widget, qtbot)
+    finally:
+        opencl_solver.configure(device=None)
+    assert any("OpenCL backend is not available" in text for text in messages.texts("error"))
+    assert layer_names(viewer) == ["cells"]
