@@ -178,6 +178,16 @@ def test_large_numpy_input_is_chunked(monkeypatch):
     np.testing.assert_allclose(chunked, whole, rtol=0, atol=TOLERANCE)
 
 
+def test_opencl_is_not_chunked_on_the_host(monkeypatch):
+    # the OpenCL solver tiles on its device: a small host budget must not cut the image
+    image = _image((301, 287))
+    monkeypatch.setattr(tiling, "MEMORY_BUDGET", 1)
+    reports = []
+    diffuse(image, preset="denoise: fine", iterations=2, backend="opencl",
+            progress=lambda done, total: reports.append((done, total)))
+    assert reports[-1] == (2, 2)
+
+
 def test_reach_beyond_budget_warns_and_exact_has_no_seams(monkeypatch):
     image = _image((130, 120))
     settings = {"preset": "local contrast: fast", **NUMPY}

@@ -10,7 +10,8 @@ from .api import diffuse, luminance_mask, variance_map
 from .opencl_devices import list_devices
 from .params import DiffuseParams
 from .presets import list_presets
+from .tiling import SeamWarning
 
 __version__ = "0.1.0"
-__all__ = ["DiffuseParams", "diffuse", "list_devices", "list_presets", "luminance_mask",
-           "variance_map"]
+__all__ = ["DiffuseParams", "SeamWarning", "diffuse", "list_devices", "list_presets",
+           "luminance_mask", "variance_map"]

@@ -110,7 +110,8 @@ def diffuse(image, params: DiffuseParams | None = None, *, preset: str | None = 
         Spatial chunk size (rows, columns), without the overlap. Dask input: default is
         its own chunks when they hold the overlap, else 2048. NumPy input is chunked
         when this is given or when a whole plane would exceed
-        ``napari_diffuse.tiling.MEMORY_BUDGET`` in the solver; the result is then
+        ``napari_diffuse.tiling.MEMORY_BUDGET`` in the NumPy solver (the OpenCL solver
+        tiles large images on its device itself); the result is then
         computed (dask's threaded scheduler) and returned as NumPy. Channels always stay
         in one chunk and leading axes are cut into single planes, run in parallel.
     depth : "auto", "full" or int
@@ -161,7 +162,8 @@ def diffuse(image, params: DiffuseParams | None = None, *, preset: str | None = 
             raise TypeError("progress is not used with dask input (it is computed later); "
                             "use dask.diagnostics.ProgressBar or the distributed dashboard")
         return tiling.diffuse_lazy(image, layout, params, plan, exact=exact, **chunking)
-    if tiling.needs_chunks(layout, plan, chunks=chunks, exact=exact):
+    if tiling.needs_chunks(layout, plan, chunks=chunks,
+                           exact=exact or (solver.TILES_ON_DEVICE and chunks is None)):
         return tiling.diffuse_chunked(np.asarray(image), layout, params, plan, progress=progress,
                                       **chunking)
     planes = _planes(image, layout)

@@ -3,7 +3,10 @@
 Every solver module offers the same two functions, with the same arguments and
 (within float32 rounding) the same results:
 ``solve(image, plan, mask=None, *, origin, full_width, progress)`` and
-``variance_map(image, plan, mask=None, *, origin, full_width)``.
+``variance_map(image, plan, mask=None, *, origin, full_width)``, and the flag
+``TILES_ON_DEVICE``: True when the solver fits any image to its device itself, holding
+only the input and the output in host memory (then :mod:`.tiling` need not chunk NumPy
+input to bound memory).
 
 ``"auto"`` prefers OpenCL when a working device exists (see
 :mod:`napari_diffuse.opencl_devices` for which one) and otherwise falls back to NumPy,

@@ -21,7 +21,10 @@ import numpy as np
 from .noise import inpaint_noise
 from .plan import GRADIENT, ISOPHOTE, ISOTROPIC, Plan, ScaleStep
 
-__all__ = ["solve", "variance_map", "inpaint_start"]
+__all__ = ["TILES_ON_DEVICE", "solve", "variance_map", "inpaint_start"]
+
+#: This solver's buffers (about ``scales + 10`` image copies) live in host memory.
+TILES_ON_DEVICE = False
 
 F32 = np.float32
 _BSPLINE = tuple(F32(w) for w in (1 / 16, 4 / 16, 6 / 16, 4 / 16, 1 / 16))

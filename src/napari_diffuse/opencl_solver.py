@@ -38,8 +38,11 @@ from .opencl_devices import OpenCLUnavailable, select_device
 from .plan import Plan
 from .resources import data_dir
 
-__all__ = ["Engine", "KERNEL_FILES", "configure", "engine", "plan_tiles", "solve",
-           "variance_map"]
+__all__ = ["Engine", "KERNEL_FILES", "TILES_ON_DEVICE", "configure", "engine", "plan_tiles",
+           "solve", "variance_map"]
+
+#: Images too large for the device are tiled on it; the host holds only input and output.
+TILES_ON_DEVICE = True
 
 F32 = np.float32
 #: The kernel sources, concatenated in this order into one program.
