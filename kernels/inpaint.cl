@@ -1,5 +1,5 @@
-/* darktable's seeded noise for the inpainting start (inpaint_mask() in src/iop/diffuse.c),
- * the same draws as napari_diffuse.noise.
+/* The inpainting start: darktable's luminance mask, and its seeded noise (inpaint_mask() in
+ * src/iop/diffuse.c), the same draws as napari_diffuse.noise.
  *
  * SPDX-License-Identifier: GPL-3.0-or-later
  *
@@ -33,6 +33,20 @@ INLINE float xoshiro128plus(uint4 *state)
     s.w = rotate(s.w, 11u);
     *state = s;
     return (float)(result >> 8) * 0x1.0p-24f;
+}
+
+/* darktable's luminance mask (build_mask() in diffuse.c): any colour channel above the
+ * threshold; R, G, B of 3 or 4 channels (a 4th channel is alpha), every channel otherwise. */
+kernel void luminance_mask(global const float *image, global uchar *mask, int width,
+                           int height, int channels, float threshold)
+{
+    const int x = get_global_id(0), y = get_global_id(1);
+    if (x >= width || y >= height) return;
+    const int colours = (channels == 3 || channels == 4) ? 3 : channels;
+    global const float *pixel_values = image + (y * width + x) * channels;
+    uchar above = 0;
+    for (int c = 0; c < colours; c++) above |= pixel_values[c] > threshold;
+    mask[y * width + x] = above;
 }
 
 kernel void inpaint_noise(global float *image, global const uchar *mask, int width,

@@ -153,6 +153,20 @@ def test_mask_inpaints_with_the_numpy_noise(engine):
     np.testing.assert_allclose(out[~mask], expected[~mask], rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("channels", [1, 2, 3, 4, 5])
+def test_luminance_mask_is_built_on_the_device(engine, channels):
+    # mask=None with a threshold: darktable's luminance mask, here from a kernel
+    plan = make_plan(DiffuseParams.from_preset("inpaint highlights").replace(iterations=3))
+    image = _image((31, 43, channels), seed=channels) * 2
+    colours = image[..., :3] if channels in (3, 4) else image
+    masked = (colours > np.float32(1.41)).any(axis=-1)
+    assert 0 < masked.sum() < masked.size
+    out = opencl_solver.solve(image, plan)
+    _close(out, numpy_solver.solve(image, plan))
+    _close(out, opencl_solver.solve(image, plan, masked), max_abs=0, mean_abs=0)
+    np.testing.assert_allclose(out[~masked], image[~masked], rtol=0, atol=1e-6)
+
+
 def test_variance_map_matches_numpy(engine):
     plan = make_plan(DiffuseParams.from_preset("denoise: medium"))
     image = _image((45, 38, 3), seed=6)

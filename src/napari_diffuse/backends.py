@@ -3,7 +3,8 @@
 Every solver module offers the same two functions, with the same arguments and
 (within float32 rounding) the same results:
 ``solve(image, plan, mask=None, *, origin, full_width, progress)`` and
-``variance_map(image, plan, mask=None, *, origin, full_width)``, and the flag
+``variance_map(image, plan, mask=None, *, origin, full_width)`` (``mask=None``: darktable's
+luminance mask when the plan's ``luminance_threshold`` is above 0, else none), and the flag
 ``TILES_ON_DEVICE``: True when the solver fits any image to its device itself, holding
 only the input and the output in host memory (then :mod:`.tiling` need not chunk NumPy
 input to bound memory).

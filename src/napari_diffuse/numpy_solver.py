@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from .intensity import above_threshold
 from .noise import inpaint_noise
 from .plan import GRADIENT, ISOPHOTE, ISOTROPIC, Plan, ScaleStep
 
@@ -254,6 +255,14 @@ def inpaint_start(image: np.ndarray, mask: np.ndarray, origin: tuple[int, int] =
     return start
 
 
+def _mask_or_luminance(mask: np.ndarray | None, image: np.ndarray,
+                       plan: Plan) -> np.ndarray | None:
+    """The caller's mask, else darktable's luminance mask when the threshold is above 0."""
+    if mask is None and plan.luminance_threshold > 0.0:
+        return above_threshold(image, plan.luminance_threshold)
+    return mask
+
+
 def _one_iteration(src: np.ndarray, out: np.ndarray, plan: Plan, mask: np.ndarray | None,
                    hf: list[np.ndarray], lf: tuple[np.ndarray, np.ndarray]) -> None:
     level_in = src
@@ -281,7 +290,8 @@ def solve(image: np.ndarray, plan: Plan, mask: np.ndarray | None = None, *,
         From :func:`napari_diffuse.plan.make_plan`.
     mask : (H, W) bool array, optional
         Where to diffuse; masked pixels start from seeded noise (inpainting) and
-        unmasked ones are kept. ``None`` diffuses everywhere.
+        unmasked ones are kept. ``None``: darktable's luminance mask when the plan's
+        ``luminance_threshold`` is above 0, else everywhere.
     origin, full_width : optional
         Position of this array in a larger image, for the inpainting noise seeds.
     progress : callable, optional
@@ -292,6 +302,7 @@ def solve(image: np.ndarray, plan: Plan, mask: np.ndarray | None = None, *,
     (H, W, C) float32 array
     """
     image = np.ascontiguousarray(image, dtype=F32)
+    mask = _mask_or_luminance(mask, image, plan)
     if mask is not None:
         image = inpaint_start(image, mask, origin, full_width)
     hf = [np.empty_like(image) for _ in range(plan.scales)]
@@ -320,6 +331,7 @@ def variance_map(image: np.ndarray, plan: Plan, mask: np.ndarray | None = None, 
     (H, W) float32 array
     """
     image = np.ascontiguousarray(image, dtype=F32)
+    mask = _mask_or_luminance(mask, image, plan)
     if mask is not None:
         image = inpaint_start(image, mask, origin, full_width)
     hf, lf = np.empty_like(image), np.empty_like(image)

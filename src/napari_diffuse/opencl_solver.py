@@ -47,7 +47,8 @@ TILES_ON_DEVICE = True
 F32 = np.float32
 #: The kernel sources, concatenated in this order into one program.
 KERNEL_FILES = ("common.cl", "bspline.cl", "pde.cl", "inpaint.cl", "variance.cl")
-_KERNEL_NAMES = ("bspline_level", "pde_step", "inpaint_noise", "variance_map")
+_KERNEL_NAMES = ("bspline_level", "pde_step", "luminance_mask", "inpaint_noise",
+                 "variance_map")
 #: Precise arithmetic (no fused multiply-add, correctly rounded division and square root)
 #: per device kind: on a CPU it gives NumPy's results at no cost; on a GPU it costs time.
 _PRECISE = {"GPU": False, "CPU": True}
@@ -303,17 +304,26 @@ class Engine:
                                            self._buffer_bytes))
         return self._buffers[:count]
 
-    def _mask_buffer(self, mask: np.ndarray | None) -> tuple[cl.Buffer, int]:
-        """Upload ``mask`` (or nothing) and return ``(buffer, use_mask)`` for the kernels."""
-        nbytes = max(1, 0 if mask is None else mask.size)
+    def _mask_buffer(self, program: _Program, mask: np.ndarray | None, image_buf, shape,
+                     threshold: float) -> tuple[cl.Buffer, int]:
+        """Return ``(buffer, use_mask)`` for the kernels: ``mask`` uploaded, else darktable's
+        luminance mask of ``image_buf`` built on the device when ``threshold`` > 0, else none.
+        """
+        height, width, channels = shape
+        luminance = mask is None and threshold > 0.0
+        nbytes = height * width if mask is not None or luminance else 1
         if self._mask is None or self._mask.size < nbytes:
             if self._mask is not None:
                 self._mask.release()
-            self._mask = cl.Buffer(self.context, cl.mem_flags.READ_ONLY, nbytes)
-        if mask is None:
-            return self._mask, 0
-        cl.enqueue_copy(self.queue, self._mask, np.ascontiguousarray(mask, dtype=np.uint8))
-        return self._mask, 1
+            self._mask = cl.Buffer(self.context, cl.mem_flags.READ_WRITE, nbytes)
+        if mask is not None:
+            cl.enqueue_copy(self.queue, self._mask, np.ascontiguousarray(mask, dtype=np.uint8))
+        elif luminance:
+            self._launch(program, "luminance_mask",
+                         self._pixels(program, "luminance_mask", height, width),
+                         (image_buf, self._mask, np.int32(width), np.int32(height),
+                          np.int32(channels), F32(threshold)))
+        return self._mask, int(mask is not None or luminance)
 
     def _upload(self, buffer, host: np.ndarray, events: list | None) -> None:
         if self._staging is None:
@@ -464,7 +474,9 @@ class Engine:
         image_buf, *rest = self._workspace(plan.scales + 3, src.nbytes)
         hf, lf = rest[:plan.scales], rest[plan.scales:]
         self._upload(image_buf, src, events)
-        mask_buf, use_mask = self._mask_buffer(None if mask is None else mask[tile.rows, tile.cols])
+        mask_buf, use_mask = self._mask_buffer(
+            program, None if mask is None else mask[tile.rows, tile.cols], image_buf, shape,
+            plan.luminance_threshold)
         if use_mask:
             self._inpaint(program, image_buf, mask_buf, shape,
                           (origin[0] + tile.rows.start, origin[1] + tile.cols.start), full_width)
@@ -511,7 +523,8 @@ class Engine:
                     image_buf, lf, hf, map_buf = self._workspace(4, src.nbytes)
                     self._upload(image_buf, src, None)
                     mask_buf, use_mask = self._mask_buffer(
-                        None if mask is None else mask[tile.rows, tile.cols])
+                        program, None if mask is None else mask[tile.rows, tile.cols],
+                        image_buf, shape, plan.luminance_threshold)
                     if use_mask:
                         self._inpaint(program, image_buf, mask_buf, shape,
                                       (origin[0] + tile.rows.start, origin[1] + tile.cols.start),
