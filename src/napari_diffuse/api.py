@@ -58,11 +58,10 @@ def _planes(image, layout: intensity.Layout) -> np.ndarray:
     return planes
 
 
-def _masks(planes, layout, params, mask) -> list[np.ndarray | None]:
+def _masks(planes, layout, mask) -> list[np.ndarray | None]:
+    """The user's mask per plane; None lets the solver apply the luminance mask."""
     if mask is not None:
         return list(intensity.check_mask(mask, layout))
-    if params.luminance_threshold > 0.0:
-        return list(intensity.above_threshold(planes, params.luminance_threshold))
     return [None] * planes.shape[0]
 
 
@@ -167,13 +166,14 @@ def diffuse(image, params: DiffuseParams | None = None, *, preset: str | None = 
         return tiling.diffuse_chunked(np.asarray(image), layout, params, plan, progress=progress,
                                       **chunking)
     planes = _planes(image, layout)
-    masks = _masks(planes, layout, params, mask)
+    masks = _masks(planes, layout, mask)
     total = planes.shape[0] * plan.iterations
-    out = np.empty_like(planes)
+    results = []
     for p, (plane, plane_mask) in enumerate(zip(planes, masks)):
         report = None if progress is None else (
             lambda done, _total, p=p: progress(p * plan.iterations + done, total))
-        out[p] = solver.solve(plane, plan, plane_mask, progress=report)
+        results.append(solver.solve(plane, plan, plane_mask, progress=report))
+    out = results[0][None] if len(results) == 1 else np.stack(results)
     return intensity.from_planes(out, layout)
 
 
@@ -226,7 +226,7 @@ def variance_map(image, params: DiffuseParams | None = None, *, preset: str | No
     if tiling.is_dask(image):
         return tiling.variance_lazy(image, layout, params, plan, backend=backend, mask=mask)
     planes = _planes(image, layout)
-    masks = _masks(planes, layout, params, mask)
+    masks = _masks(planes, layout, mask)
     maps = np.stack([solver.variance_map(plane, plan, plane_mask)
                      for plane, plane_mask in zip(planes, masks)])
     return maps.reshape(*layout.leading_shape, *layout.spatial_shape)

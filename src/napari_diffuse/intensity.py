@@ -107,6 +107,8 @@ def check_finite(planes: np.ndarray, layout: Layout,
     ``origin=(plane, row, col)`` says that ``planes`` is a chunk of the image starting
     there: the message then counts the chunk's values and gives the image's index.
     """
+    if np.isfinite(np.sum(planes)):
+        return  # NaN and Inf propagate through a sum (an overflow looks below)
     bad = ~np.isfinite(planes)
     if bad.any():
         n_nan = int(np.isnan(planes).sum())
@@ -132,7 +134,10 @@ def _caller_index(index, layout: Layout) -> tuple[int, ...]:
 
 
 def to_planes(image, layout: Layout) -> np.ndarray:
-    """Return a new float32 ``(planes, H, W, C)`` array in working units (0..1 nominal)."""
+    """Return a float32 ``(planes, H, W, C)`` array in working units (0..1 nominal).
+
+    A view of ``image`` when no conversion is needed (see :func:`to_working`): read only.
+    """
     data = np.asarray(image)
     if layout.channel_axis is not None:
         data = np.moveaxis(data, layout.channel_axis, -1)
@@ -143,14 +148,18 @@ def to_planes(image, layout: Layout) -> np.ndarray:
 
 
 def to_working(values, layout: Layout) -> np.ndarray:
-    """Return a new float32 array of ``values`` (caller's units) in working units.
+    """Return ``values`` (caller's units) as float32 in working units.
 
-    Elementwise, so it applies to a whole image or to any chunk of it.
+    Float32 values that need no mapping come back as they are (a view, not a copy):
+    callers only read the result. Elementwise, so it applies to a whole image or to
+    any chunk of it.
     """
-    work = np.asarray(values).astype(np.float32, copy=True)
-    if layout.offset != 0.0 or layout.scale != 1.0:
-        work -= np.float32(layout.offset)
-        work /= np.float32(layout.scale)
+    values = np.asarray(values)
+    if layout.offset == 0.0 and layout.scale == 1.0:
+        return values.astype(np.float32, copy=False)
+    work = values.astype(np.float32, copy=True)
+    work -= np.float32(layout.offset)
+    work /= np.float32(layout.scale)
     return work
 
 

@@ -39,6 +39,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import os
 import threading
 import warnings
 from collections.abc import Callable
@@ -56,10 +57,23 @@ __all__ = ["DEFAULT_CHUNK", "MEMORY_BUDGET", "TOLERANCE", "SeamWarning", "Tiling
 
 #: Spatial chunk edge in pixels, without the overlap, when none is given.
 DEFAULT_CHUNK = 2048
-#: Bytes one block (chunk plus overlap) may use in the solver. NumPy input whose whole
-#: plane needs more is processed in chunks; a block that would need more with the
-#: overlap it should have gets smaller chunks, then a smaller overlap (with a warning).
-MEMORY_BUDGET = 1 << 30
+
+
+def _default_budget() -> int:
+    """A quarter of the physical memory, shared by one block per CPU; at least 1 GiB."""
+    try:
+        physical = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        physical = 16 << 30
+    return max(1 << 30, physical // (4 * (os.cpu_count() or 1)))
+
+
+#: Bytes one block (chunk plus overlap) may use in the solver: by default a quarter of
+#: the physical memory divided by the number of CPUs (3 GiB on 2 cores and 24 GiB), at
+#: least 1 GiB. NumPy input whose whole plane needs more is processed in chunks; a block
+#: that would need more with the overlap it should have gets smaller chunks, then a
+#: smaller overlap (with a warning).
+MEMORY_BUDGET = _default_budget()
 #: Largest difference (max abs, values 0..1) between chunked and whole-image results
 #: that the automatic overlap aims for.
 TOLERANCE = 1e-4
@@ -324,12 +338,9 @@ class _BlockJob:
         plane_index, row0, col0 = _block_origin(block_info, self.tiling, self.layout.leading_shape)
         work = intensity.to_working(block, self.layout).reshape(block.shape[-3:])
         intensity.check_finite(work[None], self.layout, origin=(plane_index, row0, col0))
-        if mask_block is not None:
-            mask = np.asarray(mask_block, bool).reshape(block.shape[-3:-1])
-        elif self.plan.luminance_threshold > 0.0:
-            mask = intensity.above_threshold(work, self.plan.luminance_threshold)
-        else:
-            mask = None
+        # without a user mask the solver applies the luminance mask of this block's input
+        mask = None if mask_block is None else \
+            np.asarray(mask_block, bool).reshape(block.shape[-3:-1])
         return work, mask, (row0, col0)
 
 
