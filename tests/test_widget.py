@@ -455,30 +455,30 @@ def test_no_device_menu_without_list_devices(viewer, monkeypatch):
     assert DiffuseWidget(viewer).device is None
 
 
-def test_backend_fallback_warning_reaches_the_notifications(viewer, widget, qtbot, messages):
+@pytest.fixture
+def missing_device():
+    """Point the OpenCL solver at a device that does not exist, then restore the default."""
     from napari_diffuse import opencl_solver
 
+    opencl_solver.configure(device="no device is called this")
+    yield
+    opencl_solver.configure(device=None)
+
+
+def test_backend_fallback_warning_reaches_the_notifications(viewer, widget, qtbot, messages,
+                                                            missing_device):
     widget.input.value = viewer.add_image(images()["gray"][0], name="cells")
     widget.set_params(FAST)
-    opencl_solver.configure(device="no device is called this")
-    try:
-        run_and_wait(widget, qtbot)
-    finally:
-        opencl_solver.configure(device=None)
+    run_and_wait(widget, qtbot)
     assert any("using the NumPy solver" in text for text in messages.texts("warning"))
     assert layer_names(viewer) == ["cells", "cells [custom]"]
 
 
-def test_opencl_backend_without_device_is_an_error_message(viewer, widget, qtbot, messages):
-    from napari_diffuse import opencl_solver
-
+def test_opencl_backend_without_device_is_an_error_message(viewer, widget, qtbot, messages,
+                                                           missing_device):
     widget.input.value = viewer.add_image(images()["gray"][0], name="cells")
     widget.set_params(FAST)
     widget.backend.value = "opencl"
-    opencl_solver.configure(device="no device is called this")
-    try:
-        run_and_wait(widget, qtbot)
-    finally:
-        opencl_solver.configure(device=None)
+    run_and_wait(widget, qtbot)
     assert any("OpenCL backend is not available" in text for text in messages.texts("error"))
     assert layer_names(viewer) == ["cells"]
