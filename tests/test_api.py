@@ -113,6 +113,7 @@ def test_reach_follows_the_number_of_scales():
     (IMAGE, {"backend": "cuda"}, ValueError, "'numpy'"),
     (IMAGE, {"iterations": 501}, ValueError, "0 to 500"),
     (IMAGE, {"value_range": (1, 1)}, ValueError, "hi > lo"),
+    (IMAGE, {"depth": "bogus"}, ValueError, "'auto', 'full' or an int"),
 ])
 def test_bad_input_gets_a_clear_error(image, kwargs, error, words):
     before = image.copy()

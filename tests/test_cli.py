@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -50,6 +51,12 @@ def test_bad_input_exits_2_with_a_message(tmp_path):
                                "iterations=900").stderr
     assert "FIELD=VALUE" in cli("run", tmp_path / "ok.tif", "-o", tmp_path / "o.tif", "--set",
                                 "speed=1").stderr
+    missing_device = subprocess.run(
+        [sys.executable, "-m", "napari_diffuse.cli", "run", str(tmp_path / "ok.tif"), "-o",
+         str(tmp_path / "o.tif"), "--backend", "opencl"], capture_output=True, text=True,
+        timeout=600, env={**os.environ, "NAPARI_DIFFUSE_OPENCL_DEVICE": "no such device"})
+    assert missing_device.returncode == 2 and "Traceback" not in missing_device.stderr
+    assert "no such device" in missing_device.stderr
     result = cli("run", tmp_path / "ok.tif", "-o", tmp_path / "o.bmp")
     assert result.returncode == 2 and "unsupported file type" in result.stderr
     assert cli("run", tmp_path / "in.tif", "-o", tmp_path / "o.tif").returncode == 2

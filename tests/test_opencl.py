@@ -298,6 +298,11 @@ def test_missing_kernel_files_are_reported(engine, tmp_path):
         opencl_solver.Engine(engine.device, tmp_path)
 
 
+def test_device_choice_of_a_wrong_type_is_refused():
+    with pytest.raises(TypeError, match="device index"):
+        opencl_solver.configure(device=1.5)
+
+
 def test_invalid_allocation_limit_is_refused():
     with pytest.raises(ValueError, match="positive number of bytes"):
         opencl_solver.configure(max_allocation=0)

@@ -25,7 +25,7 @@ def _layer_data(sample: str) -> list[tuple]:
 
 
 def fluorescence() -> list[tuple]:
-    """Noisy widefield-fluorescence-like image (suits *denoise: medium*)."""
+    """Noisy widefield-fluorescence-like image (suits *denoise: fine*)."""
     return _layer_data("fluorescence")
 
 

@@ -152,6 +152,7 @@ def diffuse(image, params: DiffuseParams | None = None, *, preset: str | None = 
     """
     image, params, layout = _validate(image, params, preset, channel_axis, value_range,
                                       overrides)
+    tiling.check_depth(depth)
     solver = get_solver(backend)
     plan = make_plan(params)
     chunking = dict(backend=backend, mask=mask, chunks=chunks, depth=depth,

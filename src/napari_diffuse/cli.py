@@ -206,12 +206,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; return the exit status (2 on bad input, with a message)."""
+    """Run the command line; return the exit status (2 on bad input or no device, with a message)."""
     parser = _parser()
     args = parser.parse_args(argv)
     try:
         args.func(args)
-    except (ValueError, TypeError, OSError) as err:
+    except (ValueError, TypeError, OSError, RuntimeError) as err:
         print(f"napari-diffuse: error: {err}", file=sys.stderr)
         return 2
     return 0

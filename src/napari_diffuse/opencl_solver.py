@@ -21,6 +21,7 @@ device, the kernel folder or the allocation limit.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import os
 import threading
@@ -570,6 +571,9 @@ def configure(*, device: int | str | None = None, kernel_dir: str | Path | None 
         Largest device buffer in bytes; larger images are tiled. Default: the device's.
     """
     global _settings, _engine
+    if device is not None and (isinstance(device, bool) or not isinstance(device, (int, str))):
+        raise TypeError(f"device={device!r}: give a device index (int), part of its name "
+                        "(str) or None")
     if max_allocation is not None and max_allocation < 1:
         raise ValueError(f"max_allocation must be a positive number of bytes, got {max_allocation}")
     with _engine_lock:
@@ -599,6 +603,15 @@ def engine() -> Engine:
         return _engine
 
 
+@contextlib.contextmanager
+def _device_errors():
+    """Turn a pyopencl error during a run into :class:`OpenCLUnavailable`, saying so."""
+    try:
+        yield
+    except cl.Error as error:
+        raise OpenCLUnavailable(f"the OpenCL device failed during the run: {error}") from error
+
+
 def solve(image: np.ndarray, plan: Plan, mask: np.ndarray | None = None, *,
           origin: tuple[int, int] = (0, 0), full_width: int | None = None,
           progress: Progress | None = None) -> np.ndarray:
@@ -606,8 +619,9 @@ def solve(image: np.ndarray, plan: Plan, mask: np.ndarray | None = None, *,
 
     Same parameters and result as :func:`napari_diffuse.numpy_solver.solve`.
     """
-    return engine().solve(image, plan, mask, origin=origin, full_width=full_width,
-                          progress=progress)
+    with _device_errors():
+        return engine().solve(image, plan, mask, origin=origin, full_width=full_width,
+                              progress=progress)
 
 
 def variance_map(image: np.ndarray, plan: Plan, mask: np.ndarray | None = None, *,
@@ -616,4 +630,5 @@ def variance_map(image: np.ndarray, plan: Plan, mask: np.ndarray | None = None, 
 
     Same parameters and result as :func:`napari_diffuse.numpy_solver.variance_map`.
     """
-    return engine().variance_map(image, plan, mask, origin=origin, full_width=full_width)
+    with _device_errors():
+        return engine().variance_map(image, plan, mask, origin=origin, full_width=full_width)

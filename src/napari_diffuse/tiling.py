@@ -23,8 +23,8 @@ beyond which the difference is below :data:`TOLERANCE` (with a 100x margin). For
 1e-4 within 8 to 17 px (random noise, steps, fluorescence-like data).
 
 When a block holding that overlap does not fit :data:`MEMORY_BUDGET` (dehaze and
-local contrast reach ~10,000 px), the overlap is reduced to what fits and a
-:class:`SeamWarning` names the reach and the overlap used: seams may then differ
+local contrast reach 3069 px per iteration, 30,690 px in 10), the overlap is reduced
+to what fits and a :class:`SeamWarning` names the reach and the overlap used: seams may then differ
 from the whole-image result by more than the tolerance. ``exact=True`` processes
 whole planes instead (no seams, memory grows with the plane).
 
@@ -52,7 +52,7 @@ from .params import DiffuseParams
 from .plan import ISOTROPIC, Plan, reach_per_iteration
 
 __all__ = ["DEFAULT_CHUNK", "MEMORY_BUDGET", "TOLERANCE", "SeamWarning", "Tiling", "is_dask",
-           "influence_depth", "solver_bytes_per_pixel", "plan_tiling", "needs_chunks",
+           "influence_depth", "check_depth", "solver_bytes_per_pixel", "plan_tiling", "needs_chunks",
            "diffuse_lazy", "diffuse_chunked", "luminance_lazy", "variance_lazy"]
 
 #: Spatial chunk edge in pixels, without the overlap, when none is given.
@@ -184,14 +184,21 @@ def _block_pixels(chunks, depth: int) -> int:
     return math.prod(max(sizes) + (2 * depth if len(sizes) > 1 else 0) for sizes in chunks)
 
 
+def check_depth(depth) -> None:
+    """Raise ``ValueError`` unless ``depth`` is ``"auto"``, ``"full"`` or an int >= 0."""
+    if isinstance(depth, str):
+        valid = depth in ("auto", "full")
+    else:
+        valid = isinstance(depth, (int, np.integer)) and not isinstance(depth, bool) and depth >= 0
+    if not valid:
+        raise ValueError(f"depth={depth!r}; accepted: 'auto', 'full' or an int >= 0 (pixels)")
+
+
 def _wanted_depth(depth, params: DiffuseParams, plan: Plan, full: int) -> int:
+    check_depth(depth)
     if depth == "auto":
         return influence_depth(params, plan)
-    if depth == "full":
-        return full
-    if isinstance(depth, (int, np.integer)) and not isinstance(depth, bool) and depth >= 0:
-        return int(depth)
-    raise ValueError(f"depth={depth!r}; accepted: 'auto', 'full' or an int >= 0 (pixels)")
+    return full if depth == "full" else int(depth)
 
 
 def _core_sizes(chunks, spatial_shape, input_chunks) -> tuple[int, int]:
