@@ -177,6 +177,16 @@ def _row_box_of_squares(hf_p: np.ndarray, dc: int, width: int) -> np.ndarray:
     return rows
 
 
+def _box_of_squares(row_box: np.ndarray, r0: int, r1: int, dr: int) -> np.ndarray:
+    """``HF**2`` summed over the 3x3 stencil at row dilation ``dr``, for rows r0..r1.
+
+    ``row_box`` is :func:`_row_box_of_squares`: the sums along each row, done once per scale.
+    """
+    total = _rows(row_box, r0, r1, -dr) + row_box[r0:r1]
+    total += _rows(row_box, r0, r1, dr)
+    return total
+
+
 def _pde(hf: np.ndarray, lf: np.ndarray, out: np.ndarray, step: ScaleStep, plan: Plan,
          mask: np.ndarray | None) -> None:
     """One explicit step of the 4-order heat equation at one scale (``heat_PDE_diffusion``)."""
@@ -195,8 +205,7 @@ def _pde(hf: np.ndarray, lf: np.ndarray, out: np.ndarray, step: ScaleStep, plan:
         if active:
             acc = _speeds_sum(LF, HF, step, plan, active)
             if row_box is not None:
-                variance = _rows(row_box, r0, r1, -dr) + row_box[r0:r1]
-                variance += _rows(row_box, r0, r1, dr)
+                variance = _box_of_squares(row_box, r0, r1, dr)
                 variance *= step.regularization_factor
                 variance += plan.variance_threshold
                 acc /= variance
@@ -338,7 +347,7 @@ def variance_map(image: np.ndarray, plan: Plan, mask: np.ndarray | None = None, 
     _decompose(image, hf, lf, 1)
     height, width, _ = image.shape
     dr, dc = _offsets(1, height), _offsets(1, width)
-    neighbours = _neighbours(_pad_columns(hf, dc), dr, dc, 0, height, width)
-    total = _weighted_sum([(h, h) for h in neighbours], np.empty_like(hf), np.empty_like(hf))
+    row_box = _row_box_of_squares(_pad_columns(hf, dc), dc, width)
+    total = _box_of_squares(row_box, 0, height, dr)
     variance = plan.variance_threshold + total * plan.steps[0].regularization_factor
     return variance.mean(axis=-1, dtype=F32)

@@ -36,7 +36,7 @@ import pyopencl.cltypes as cltypes
 
 from . import numpy_solver
 from .opencl_devices import OpenCLUnavailable, select_device
-from .plan import Plan
+from .plan import VARIANCE_MAP_REACH, Plan
 from .resources import data_dir
 
 __all__ = ["Engine", "KERNEL_FILES", "TILES_ON_DEVICE", "configure", "engine", "plan_tiles",
@@ -507,7 +507,7 @@ class Engine:
         image = np.ascontiguousarray(image, dtype=F32)
         full_width = image.shape[1] if full_width is None else full_width
         height, width, channels = image.shape
-        overlap = 3  # the finest B-spline taps reach 2 pixels, the 3x3 sum 1 more
+        overlap = VARIANCE_MAP_REACH
         tiles = self._tiles(image.shape, overlap, 4)
         if tiles is None:
             self._warn_too_large(image.shape, overlap)

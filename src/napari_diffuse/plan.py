@@ -25,6 +25,9 @@ MAX_SCALES = 10
 KAPPA = F32(0.25)
 
 ISOTROPIC, ISOPHOTE, GRADIENT = 0, 1, 2
+#: Pixels the variance map reads around each pixel: the finest B-spline taps (2) plus the
+#: 3x3 sum of squares (1). Tiles overlapping by this much give the whole-image map.
+VARIANCE_MAP_REACH = 3
 
 
 def equivalent_sigma(step: int) -> np.float32:

@@ -49,7 +49,7 @@ import numpy as np
 from . import intensity
 from .backends import get_solver
 from .params import DiffuseParams
-from .plan import ISOTROPIC, Plan, reach_per_iteration
+from .plan import ISOTROPIC, VARIANCE_MAP_REACH, Plan, reach_per_iteration
 
 __all__ = ["DEFAULT_CHUNK", "MEMORY_BUDGET", "TOLERANCE", "SeamWarning", "Tiling", "is_dask",
            "influence_depth", "check_depth", "solver_bytes_per_pixel", "plan_tiling", "needs_chunks",
@@ -80,9 +80,6 @@ TOLERANCE = 1e-4
 #: :func:`influence_depth` aims this many times below the tolerance, for the nonlinear
 #: terms its linearisation leaves out (edge directions, the variance's own change).
 _NONLINEAR_MARGIN = 100.0
-#: Depth around each chunk for :func:`variance_map`: the finest B-spline (2 px) plus
-#: the 3x3 sum of squares (1 px); exact.
-_VARIANCE_DEPTH = 3
 #: float32 image-sized buffers a solver holds beyond its wavelet scales (input, output,
 #: two low-frequency levels, two iteration buffers, padded copies, mask start).
 _EXTRA_BUFFERS = 10
@@ -481,6 +478,6 @@ def variance_lazy(image, layout: intensity.Layout, params: DiffuseParams, plan: 
                   backend: str, mask=None):
     """Return the lazy :func:`variance_map` of a dask ``image``: float32, leading plus spatial."""
     tiling = plan_tiling(layout.spatial_shape, layout.channels, params, plan,
-                         depth=_VARIANCE_DEPTH, input_chunks=_spatial_input_chunks(image, layout))
+                         depth=VARIANCE_MAP_REACH, input_chunks=_spatial_input_chunks(image, layout))
     return _map_blocks(image, layout, plan, backend=backend, mask=mask,
                        operation="variance_map", tiling=tiling)
