@@ -7,6 +7,7 @@
  * seeded per pixel with splitmix32. The seed depends only on the pixel's flat index in the
  * whole image (`origin` places this tile in an image `full_width` wide), so tiles get the
  * noise the whole image would. Channel c uses draws 2c and 2c + 1 after four warm-ups.
+ * keep_saturated, last, is the optional floor on saturated channels after the last iteration.
  */
 
 #ifdef cl_khr_fp64
@@ -82,4 +83,19 @@ kernel void inpaint_noise(global float *image, global const uchar *mask, int wid
         const float value = pixel_values[c];
         pixel_values[c] = fabs(noise * value + value);
     }
+}
+
+/* keep_saturated (napari-diffuse's own, not darktable's): after the last iteration, every
+ * channel of a masked pixel whose input value was >= threshold ends at least at threshold,
+ * so saturated cores keep their level instead of sinking below it (numpy_solver.keep_saturated).
+ * `input` is the image as it was uploaded, before the inpainting noise. */
+kernel void keep_saturated(global float *image, global const float *input,
+                           global const uchar *mask, int width, int height, int channels,
+                           float threshold)
+{
+    const int x = get_global_id(0), y = get_global_id(1);
+    if (x >= width || y >= height || !mask[y * width + x]) return;
+    const int first = (y * width + x) * channels;
+    for (int c = 0; c < channels; c++)
+        if (input[first + c] >= threshold) image[first + c] = fmax(image[first + c], threshold);
 }

@@ -26,6 +26,7 @@ DARKTABLE_PRESET_NAMES = {  # darktable 4.2's names -> the 4.x/5.0 names used he
 def test_defaults_are_darktables():
     p = DiffuseParams()
     assert p.iterations == 1 and p.radius == 8
+    assert p.keep_saturated is False  # ours, not darktable's: off, darktable's behaviour
     assert all(getattr(p, f.name) == 0 for f in FIELDS if f.name not in ("iterations", "radius"))
     assert [f.name for f in FIELDS] == list(p.to_dict())
 
@@ -38,7 +39,24 @@ def test_range_is_enforced(spec):
         with pytest.raises(ValueError) as err:
             DiffuseParams(**{spec.name: bad})
         message = str(err.value)
-        assert spec.name in message and f"{spec.minimum:g} to {spec.maximum:g}" in message
+        accepted = "True, False, 0 or 1" if spec.kind is bool else \
+            f"{spec.minimum:g} to {spec.maximum:g}"
+        assert spec.name in message and accepted in message
+
+
+@pytest.mark.parametrize("good, value", [(True, True), (False, False), (1, True), (0, False),
+                                         (1.0, True), (0.0, False), (np.bool_(True), True),
+                                         (np.float32(1), True), (np.int64(0), False)])
+def test_bool_field_takes_booleans_and_0_or_1(good, value):
+    p = DiffuseParams(keep_saturated=good)
+    assert p.keep_saturated is value and p == DiffuseParams(keep_saturated=value)
+
+
+@pytest.mark.parametrize("bad", [0.5, 2, -1, "1", "true", None, float("nan"), [1]])
+def test_bool_field_refuses_other_values(bad):
+    with pytest.raises(ValueError) as err:
+        DiffuseParams(keep_saturated=bad)
+    assert f"keep_saturated={bad!r}" in str(err.value) and "True, False, 0 or 1" in str(err.value)
 
 
 @pytest.mark.parametrize("bad", ["3", None, True, float("nan"), [1]])
@@ -71,6 +89,14 @@ def test_dict_json_and_darktable_round_trips():
     assert DiffuseParams.from_json(p.to_json()) == p
     dt = p.to_darktable()
     assert set(dt) == set(DARKTABLE_NAMES) and len(dt) == 15
+    # keep_saturated is ours, not darktable's: left out, and back at its default
+    assert len(FIELDS) == 16 and "keep_saturated" not in dt
+    kept = p.replace(keep_saturated=True)
+    assert kept.to_darktable() == dt and DiffuseParams.from_darktable(dt).keep_saturated is False
+    assert DiffuseParams.from_dict(kept.to_dict()) == kept
+    assert DiffuseParams.from_json(kept.to_json()) == kept
+    with pytest.raises(ValueError, match="unknown darktable parameter"):
+        DiffuseParams.from_darktable({"keep_saturated": True})
     assert dt["regularization"] == p.edge_sensitivity and dt["threshold"] == 0
     assert DiffuseParams.from_darktable(dt) == p
     with pytest.raises(ValueError, match="unknown darktable parameter"):
@@ -80,7 +106,7 @@ def test_dict_json_and_darktable_round_trips():
 
 
 def test_seventeen_presets_equal_darktables():
-    names = list_presets()
+    names = list_presets("darktable")
     assert len(names) == 17
     peer = json.loads(PEER_PRESETS.read_text())["presets"]
     assert {DARKTABLE_PRESET_NAMES.get(k, k) for k in peer} == set(names)

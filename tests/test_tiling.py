@@ -104,6 +104,8 @@ def _random_params(seed: int) -> DiffuseParams:
             values[field.name] = int(rng.integers(0, 13))
         elif field.name == "luminance_threshold":
             values[field.name] = 0.0
+        elif field.kind is bool:
+            values[field.name] = bool(rng.integers(0, 2))
         else:
             values[field.name] = float(rng.uniform(field.minimum, field.maximum))
     return DiffuseParams(**values)

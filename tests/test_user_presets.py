@@ -167,7 +167,7 @@ def test_darktable_blobs_decode_to_the_bundled_presets(darktable_name):
 
 
 def test_the_17_vectors_cover_every_bundled_preset():
-    assert sorted(bundled for bundled, _ in DARKTABLE_BLOBS.values()) == list_presets()
+    assert sorted(bundled for bundled, _ in DARKTABLE_BLOBS.values()) == list_presets("darktable")
 
 
 def test_float32_values_read_as_their_shortest_decimal():

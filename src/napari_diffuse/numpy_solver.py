@@ -22,7 +22,7 @@ from .intensity import above_threshold
 from .noise import inpaint_noise
 from .plan import GRADIENT, ISOPHOTE, ISOTROPIC, Plan, ScaleStep
 
-__all__ = ["TILES_ON_DEVICE", "solve", "variance_map", "inpaint_start"]
+__all__ = ["TILES_ON_DEVICE", "solve", "variance_map", "inpaint_start", "keep_saturated"]
 
 #: This solver's buffers (about ``scales + 10`` image copies) live in host memory.
 TILES_ON_DEVICE = False
@@ -272,6 +272,22 @@ def _mask_or_luminance(mask: np.ndarray | None, image: np.ndarray,
     return mask
 
 
+def keep_saturated(result: np.ndarray, original: np.ndarray, mask: np.ndarray | None,
+                   plan: Plan) -> None:
+    """Raise, in place, inpainted channels that were saturated back to the threshold.
+
+    Where ``mask`` is True, every channel of ``result`` whose value in ``original`` (the
+    input, before the inpainting noise) is >= the plan's ``luminance_threshold`` becomes
+    ``max(result, threshold)``. Does nothing unless ``plan.keep_saturated``.
+    """
+    if not plan.keep_saturated or mask is None:
+        return
+    threshold = F32(plan.luminance_threshold)
+    saturated = np.greater_equal(original, threshold)
+    saturated &= np.asarray(mask, dtype=bool)[:, :, None]
+    np.maximum(result, threshold, out=result, where=saturated)
+
+
 def _one_iteration(src: np.ndarray, out: np.ndarray, plan: Plan, mask: np.ndarray | None,
                    hf: list[np.ndarray], lf: tuple[np.ndarray, np.ndarray]) -> None:
     level_in = src
@@ -300,7 +316,9 @@ def solve(image: np.ndarray, plan: Plan, mask: np.ndarray | None = None, *,
     mask : (H, W) bool array, optional
         Where to diffuse; masked pixels start from seeded noise (inpainting) and
         unmasked ones are kept. ``None``: darktable's luminance mask when the plan's
-        ``luminance_threshold`` is above 0, else everywhere.
+        ``luminance_threshold`` is above 0, else everywhere. With ``plan.keep_saturated``,
+        masked channels whose input was >= the threshold end at least at it
+        (:func:`keep_saturated`).
     origin, full_width : optional
         Position of this array in a larger image, for the inpainting noise seeds.
     progress : callable, optional
@@ -310,7 +328,7 @@ def solve(image: np.ndarray, plan: Plan, mask: np.ndarray | None = None, *,
     -------
     (H, W, C) float32 array
     """
-    image = np.ascontiguousarray(image, dtype=F32)
+    image = original = np.ascontiguousarray(image, dtype=F32)
     mask = _mask_or_luminance(mask, image, plan)
     if mask is not None:
         image = inpaint_start(image, mask, origin, full_width)
@@ -324,6 +342,7 @@ def solve(image: np.ndarray, plan: Plan, mask: np.ndarray | None = None, *,
         current = target
         if progress is not None:
             progress(it + 1, plan.iterations)
+    keep_saturated(current, original, mask, plan)
     return current
 
 

@@ -49,7 +49,7 @@ F32 = np.float32
 #: The kernel sources, concatenated in this order into one program.
 KERNEL_FILES = ("common.cl", "bspline.cl", "pde.cl", "inpaint.cl", "variance.cl")
 _KERNEL_NAMES = ("bspline_level", "pde_step", "luminance_mask", "inpaint_noise",
-                 "variance_map")
+                 "keep_saturated", "variance_map")
 #: Precise arithmetic (no fused multiply-add, correctly rounded division and square root)
 #: per device kind: on a CPU it gives NumPy's results at no cost; on a GPU it costs time.
 _PRECISE = {"GPU": False, "CPU": True}
@@ -403,6 +403,16 @@ class Engine:
                      (image_buf, mask_buf, np.int32(width), np.int32(height), np.int32(channels),
                       np.int32(origin[0]), np.int32(origin[1]), np.int32(full_width)))
 
+    def _keep_saturated(self, program, image_buf, input_buf, mask_buf, shape, plan: Plan,
+                        events) -> None:
+        """Floor, on the device, the masked channels whose input (``input_buf``) was
+        saturated: :func:`napari_diffuse.numpy_solver.keep_saturated`."""
+        height, width, channels = shape
+        self._launch(program, "keep_saturated",
+                     self._pixels(program, "keep_saturated", height, width),
+                     (image_buf, input_buf, mask_buf, np.int32(width), np.int32(height),
+                      np.int32(channels), F32(plan.luminance_threshold)), events)
+
     def _iteration(self, program, image_buf, hf: list, lf: list, mask_buf, use_mask: int,
                    shape, plan: Plan, events) -> cl.Event:
         """Enqueue one iteration, in place on ``image_buf``; return its last event."""
@@ -444,7 +454,8 @@ class Engine:
         B-spline and PDE kernel (kind ``"bspline"``, ``"pde"``), timed with
         ``Engine(..., profiling=True)``, and ``(("upload" or "download", -1), event or
         seconds)`` for the transfers: an event for a direct copy, host-side seconds for a
-        copy through pinned staging buffers.
+        copy through pinned staging buffers. With ``plan.keep_saturated`` and a mask, a
+        second upload of the input and a ``("keep", -1)`` kernel end each tile.
         """
         image = np.ascontiguousarray(image, dtype=F32)
         full_width = image.shape[1] if full_width is None else full_width
@@ -494,6 +505,11 @@ class Engine:
         if progress is not None:
             previous.wait()
             progress(plan.iterations, plan.iterations)
+        if plan.keep_saturated and use_mask:
+            # the input was overwritten by the noise: upload it again into a wavelet buffer,
+            # free after the last iteration (no extra device memory, no change to the tiling)
+            self._upload(hf[0], src, events)
+            self._keep_saturated(program, image_buf, hf[0], mask_buf, shape, plan, events)
         result = out if single else np.empty_like(src)
         self._download(result, image_buf, events)
         if not single:

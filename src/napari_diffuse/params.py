@@ -4,7 +4,8 @@ Field names, ranges and defaults follow darktable's ``dt_iop_diffuse_params_t``
 (``src/iop/diffuse.c``, params version 2). Three fields carry clearer names here
 than in darktable: ``edge_sensitivity`` (darktable's ``regularization``),
 ``edge_threshold`` (``variance_threshold``) and ``luminance_threshold``
-(``threshold``).
+(``threshold``). One field is not darktable's: ``keep_saturated`` (its
+``darktable_name`` is ``None``; darktable conversions leave it out).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import numbers
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+
 __all__ = ["DiffuseParams", "FieldSpec", "FIELDS", "DARKTABLE_NAMES"]
 
 
@@ -24,10 +27,10 @@ class FieldSpec:
     """How one parameter is typed, bounded, labelled and explained."""
 
     name: str
-    darktable_name: str
+    darktable_name: str | None  #: ``None`` for fields darktable does not have
     label: str
     section: str
-    kind: type
+    kind: type  #: int, float or bool
     minimum: float
     maximum: float
     default: float
@@ -89,15 +92,33 @@ FIELDS: tuple[FieldSpec, ...] = (
               float, 0.0, 8.0, 0.0, True, "For values greater than 0 %, diffusion only "
               "happens in regions whose luminance is greater than this setting (inpaint "
               "highlights)."),
+    FieldSpec("keep_saturated", None, "keep saturated cores", "spatiality", bool, 0, 1, False,
+              False, "Inpainted channels that were at or above the luminance masking "
+              "threshold (clipped highlights, saturated star cores) stay at least at that "
+              "threshold, so star cores keep their flux instead of turning into rings. Only "
+              "acts when the luminance masking threshold is above 0 % or a mask is given."),
 )
 
 _BY_NAME = {f.name: f for f in FIELDS}
-#: darktable's field name -> our field name.
-DARKTABLE_NAMES: dict[str, str] = {f.darktable_name: f.name for f in FIELDS}
+#: darktable's field name -> our field name (fields darktable does not have are left out).
+DARKTABLE_NAMES: dict[str, str] = {f.darktable_name: f.name for f in FIELDS
+                                   if f.darktable_name is not None}
 
 
-def _check(spec: FieldSpec, value: Any) -> int | float:
+def _check_bool(spec: FieldSpec, value: Any) -> bool:
+    """Return ``value`` as a bool: True, False (NumPy's too) or the numbers 0 and 1."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, numbers.Real) and not math.isnan(value) and value in (0, 1):
+        return bool(value)
+    raise ValueError(f"{spec.name}={value!r} is not a boolean "
+                     "(accepted values: True, False, 0 or 1)")
+
+
+def _check(spec: FieldSpec, value: Any) -> int | float | bool:
     """Return ``value`` converted to the field's type, or raise ``ValueError``."""
+    if spec.kind is bool:
+        return _check_bool(spec, value)
     accepted = f"accepted range: {spec.minimum:g} to {spec.maximum:g}"
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ValueError(f"{spec.name}={value!r} is not a number ({accepted})")
@@ -118,13 +139,15 @@ class DiffuseParams:
 
     Immutable; every field is validated against darktable's hard range on creation.
     Defaults are darktable's (one iteration, radius span 8, everything else 0: the
-    identity). See :data:`FIELDS` for each field's range, label and meaning.
+    identity; ``keep_saturated``, not darktable's, is False). See :data:`FIELDS` for
+    each field's range, label and meaning.
 
     Raises
     ------
     ValueError
-        If a value is not a number, not whole for an integer field, NaN or out of range.
-        The message names the field, the value and the accepted range.
+        If a value is not a number, not whole for an integer field, NaN or out of range,
+        or, for ``keep_saturated``, not True, False, 0 or 1. The message names the
+        field, the value and the accepted range or values.
     """
 
     iterations: int = 1
@@ -142,6 +165,7 @@ class DiffuseParams:
     edge_sensitivity: float = 0.0
     edge_threshold: float = 0.0
     luminance_threshold: float = 0.0
+    keep_saturated: bool = False
 
     def __post_init__(self) -> None:
         for spec in FIELDS:
@@ -160,7 +184,7 @@ class DiffuseParams:
             raise ValueError(f"unknown parameter(s) {unknown}; valid names: {list(_BY_NAME)}")
         return dataclasses.replace(self, **changes)
 
-    def to_dict(self) -> dict[str, int | float]:
+    def to_dict(self) -> dict[str, int | float | bool]:
         """Return the fields as a plain dict under our names."""
         return {f.name: getattr(self, f.name) for f in FIELDS}
 
@@ -191,7 +215,8 @@ class DiffuseParams:
     def from_darktable(cls, mapping: Mapping[str, Any]) -> DiffuseParams:
         """Build from darktable's 15 field names (``regularization``, ``threshold``...).
 
-        Missing fields take darktable's defaults.
+        Missing fields take darktable's defaults; fields darktable does not have
+        (``keep_saturated``) take theirs.
 
         Raises
         ------
@@ -205,8 +230,10 @@ class DiffuseParams:
         return cls.from_dict({DARKTABLE_NAMES[k]: v for k, v in mapping.items()})
 
     def to_darktable(self) -> dict[str, int | float]:
-        """Return the fields under darktable's names."""
-        return {f.darktable_name: getattr(self, f.name) for f in FIELDS}
+        """Return darktable's 15 fields under darktable's names (``keep_saturated``, not
+        darktable's, is left out)."""
+        return {f.darktable_name: getattr(self, f.name) for f in FIELDS
+                if f.darktable_name is not None}
 
     @classmethod
     def from_preset(cls, name: str) -> DiffuseParams:

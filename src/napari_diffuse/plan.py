@@ -79,6 +79,9 @@ class Plan:
     modes: tuple[int, ...]  #: ISOTROPIC, ISOPHOTE or GRADIENT for the four orders
     variance_threshold: np.float32  #: ``10**edge_threshold``
     luminance_threshold: float
+    #: After the last iteration, inpainted channels whose input was >= ``luminance_threshold``
+    #: end at least at it (``params.keep_saturated`` with a threshold above 0).
+    keep_saturated: bool = False
 
     @property
     def reach_per_iteration(self) -> int:
@@ -120,4 +123,5 @@ def make_plan(params: DiffuseParams) -> Plan:
         modes=tuple(_mode(a) for a in aniso_user),
         variance_threshold=F32(np.power(F32(10.0), F32(params.edge_threshold))),
         luminance_threshold=params.luminance_threshold,
+        keep_saturated=bool(params.keep_saturated and params.luminance_threshold > 0.0),
     )

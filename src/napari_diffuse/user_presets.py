@@ -78,7 +78,7 @@ def _user_files() -> dict[str, Path]:
     table = {}
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else ():
         try:
-            name, _description, _params = read_preset_file(path)
+            name = read_preset_file(path).name
         except ValueError:
             continue  # a broken file must not hide the others; load_user_preset names it
         table[name] = path
@@ -102,7 +102,7 @@ def load_user_preset(name: str) -> DiffuseParams:
     if path is None:
         raise ValueError(f"no user preset called {name!r} in {presets_dir()}; "
                          f"saved presets: {list_user_presets()}")
-    return read_preset_file(path)[2]
+    return read_preset_file(path).params
 
 
 def _file_stem(name: str) -> str:
