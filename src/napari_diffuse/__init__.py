@@ -7,11 +7,12 @@ reimplemented under the GPL-3.0-or-later.
 """
 
 from .api import diffuse, luminance_mask, variance_map
+from .calibrate import Calibration, calibrate
 from .opencl_devices import list_devices
 from .params import DiffuseParams
 from .presets import list_presets
 from .tiling import SeamWarning
 
 __version__ = "0.1.0"
-__all__ = ["DiffuseParams", "SeamWarning", "diffuse", "list_devices", "list_presets",
-           "luminance_mask", "variance_map"]
+__all__ = ["Calibration", "DiffuseParams", "SeamWarning", "calibrate", "diffuse", "list_devices",
+           "list_presets", "luminance_mask", "variance_map"]
