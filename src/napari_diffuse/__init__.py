@@ -8,11 +8,13 @@ reimplemented under the GPL-3.0-or-later.
 
 from .api import diffuse, luminance_mask, variance_map
 from .calibrate import Calibration, calibrate
+from .intensity import IntensityWarning
 from .opencl_devices import list_devices
 from .params import DiffuseParams
 from .presets import list_presets
 from .tiling import SeamWarning
 
 __version__ = "0.1.0"
-__all__ = ["Calibration", "DiffuseParams", "SeamWarning", "calibrate", "diffuse", "list_devices",
+__all__ = ["Calibration", "DiffuseParams", "IntensityWarning", "SeamWarning", "calibrate",
+           "diffuse", "list_devices",
            "list_presets", "luminance_mask", "variance_map"]

@@ -21,6 +21,7 @@ from .plan import make_plan
 __all__ = ["diffuse", "luminance_mask", "variance_map", "resolve_params"]
 
 Progress = Callable[[int, int], None]
+ValueRange = str | Sequence[float] | None
 
 
 def resolve_params(params: DiffuseParams | None = None, preset: str | None = None,
@@ -48,7 +49,7 @@ def _validate(image, params, preset, channel_axis, value_range, overrides):
     params = resolve_params(params, preset, **overrides)
     if not hasattr(image, "dtype") or not hasattr(image, "shape"):
         image = np.asarray(image)
-    layout = intensity.check_image(image, channel_axis, value_range)
+    layout = intensity.check_image(image, channel_axis, value_range, stacklevel=4)
     return image, params, layout
 
 
@@ -72,7 +73,7 @@ def _name(params: DiffuseParams, preset: str | None) -> str:
 
 def diffuse(image, params: DiffuseParams | None = None, *, preset: str | None = None,
             channel_axis: int | None = None, mask=None, backend: str = "auto",
-            value_range: Sequence[float] | None = None, progress: Progress | None = None,
+            value_range: ValueRange = None, progress: Progress | None = None,
             chunks: int | tuple[int, int] | None = None, depth: int | str = "auto",
             exact: bool = False, **overrides: Any):
     """Diffuse or sharpen an image with darktable's multiscale anisotropic heat model.
@@ -81,9 +82,8 @@ def diffuse(image, params: DiffuseParams | None = None, *, preset: str | None = 
     ----------
     image : array_like or dask.array.Array
         2-D or more. The last two non-channel axes are the spatial axes (height,
-        width); leading axes (Z, T, ...) are processed as independent planes. Float
-        values are used as they are (nominally 0..1, above 1 allowed, negatives become
-        0); integers are mapped from their dtype's range to 0..1 and back. A dask array
+        width); leading axes (Z, T, ...) are processed as independent planes. The
+        model's thresholds assume values near 0..1 (see ``value_range``). A dask array
         gives a lazy dask array (see ``chunks``).
     params : DiffuseParams, optional
         The settings; default: darktable's defaults (the identity).
@@ -98,8 +98,26 @@ def diffuse(image, params: DiffuseParams | None = None, *, preset: str | None = 
         image's leading plus spatial shape. May be a dask array.
     backend : {"auto", "numpy", "opencl"}
         The solver. ``"auto"`` prefers a working OpenCL device, else NumPy.
-    value_range : (float, float), optional
-        Map ``lo..hi`` to 0..1 (and back) instead of the default mapping.
+    value_range : None, "auto", "dtype" or (float, float)
+        What maps to the working range 0..1, and back. Below 0 becomes 0 (as in
+        darktable); above 1 is allowed.
+
+        - ``(lo, hi)``: ``lo..hi``, for fixed units (counts, 12-bit data in uint16,
+          background-subtracted data with negatives);
+        - ``"dtype"``: floats as stored (nominally 0..1), integers from their dtype's
+          full range (rounded and clipped back);
+        - ``"auto"``: robust percentiles, :func:`~napari_diffuse.intensity.auto_range`:
+          ``hi`` = the 99.9th percentile, ``lo`` = the minimum (negatives kept) unless
+          it lies more than ``p99.9 - p0.1`` below the 0.1th percentile (then
+          ``p0.1 - (p99.9 - p0.1)``). One range for the whole image (a dask array is
+          read once now to find it); a constant image raises ``ValueError``;
+        - ``None`` (default): ``"dtype"``, unless the data is clearly not on a 0..1
+          scale: integers whose maximum is at most 1/4 of the dtype's maximum, or floats
+          whose 99.9th percentile is above 16 or whose 0.1th percentile is below
+          ``-0.25 * max(1, p99.9)``. Then ``"auto"``, with an ``IntensityWarning``
+          naming the range (not for an image without spread: it keeps ``"dtype"``);
+          pass ``value_range`` explicitly to silence it. This check reads the data (a
+          dask array once, now).
     progress : callable, optional
         Called as ``progress(done, total)`` after each iteration of each plane (of each
         chunk, when chunked); it may raise an exception to stop the run. Not accepted
@@ -129,12 +147,17 @@ def diffuse(image, params: DiffuseParams | None = None, *, preset: str | None = 
         A new array with the input's shape and dtype; for dask input, a lazy dask array
         with the input's chunks.
 
+    Warns
+    -----
+    IntensityWarning
+        With ``value_range=None``, when ``"auto"`` replaces ``"dtype"`` (see above).
+
     Raises
     ------
     ValueError, TypeError
-        For invalid images, masks, parameters, presets or backends; the caller's array
-        is never modified. NaN or infinite values in a dask array raise ``ValueError``
-        when the chunk holding them is computed.
+        For invalid images, masks, parameters, presets, backends or ``value_range``; the
+        caller's array is never modified. NaN or infinite values in a dask array raise
+        ``ValueError`` when the chunk holding them is computed.
 
     Examples
     --------
@@ -179,13 +202,14 @@ def diffuse(image, params: DiffuseParams | None = None, *, preset: str | None = 
 
 
 def luminance_mask(image, params: DiffuseParams | None = None, *, preset: str | None = None,
-                   channel_axis: int | None = None, value_range: Sequence[float] | None = None,
+                   channel_axis: int | None = None, value_range: ValueRange = None,
                    **overrides: Any) -> np.ndarray:
     """Return the luminance mask: where :func:`diffuse` would inpaint.
 
     True where any colour channel (R, G, B; the 4th of 4 channels is alpha; every
     channel otherwise) is above ``luminance_threshold``, in working units. All False
-    when the threshold is 0 (darktable then diffuses everywhere).
+    when the threshold is 0 (darktable then diffuses everywhere). The arguments are
+    those of :func:`diffuse`; ``value_range`` sets the working units (and may warn).
 
     Returns
     -------
@@ -205,14 +229,15 @@ def luminance_mask(image, params: DiffuseParams | None = None, *, preset: str | 
 
 def variance_map(image, params: DiffuseParams | None = None, *, preset: str | None = None,
                  channel_axis: int | None = None, mask=None, backend: str = "auto",
-                 value_range: Sequence[float] | None = None, **overrides: Any) -> np.ndarray:
+                 value_range: ValueRange = None, **overrides: Any) -> np.ndarray:
     """Return darktable's edge-variance term: what slows diffusion down near edges.
 
     ``10**edge_threshold + (10**edge_sensitivity - 1) * sigma_0**2 / 9 * sum_3x3(HF**2)``
     at the finest wavelet scale of the first iteration, averaged over channels. Every
     speed is divided by it: bright areas of the map (edges, texture) are protected,
     dark areas (flat regions, values near ``10**edge_threshold``) diffuse at full speed.
-    Use it to tune *edge sensitivity* and *edge threshold*.
+    Use it to tune *edge sensitivity* and *edge threshold*. The arguments are those of
+    :func:`diffuse`; ``value_range`` sets the working units (and may warn).
 
     Returns
     -------

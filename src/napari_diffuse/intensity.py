@@ -1,9 +1,15 @@
 """Intensity mapping: the caller's array <-> the solvers' float32 (planes, H, W, C) stack.
 
-- float input is processed as given (scene-referred, nominally 0..1, above 1 allowed);
-- integer input is mapped from its dtype's full range to 0..1, and back (rounded, clipped);
+- ``value_range="dtype"``: float input is processed as given (scene-referred, nominally
+  0..1, above 1 allowed); integer input is mapped from its dtype's full range to 0..1,
+  and back (rounded, clipped);
 - ``value_range=(lo, hi)`` maps ``lo..hi`` to 0..1 and back instead, for other units
-  (astro counts, 12-bit data in uint16, background-subtracted data with negatives).
+  (astro counts, 12-bit data in uint16, background-subtracted data with negatives);
+- ``value_range="auto"`` takes ``(lo, hi)`` from robust percentiles (:func:`auto_range`);
+- ``value_range=None`` (the default) is ``"dtype"`` unless the data is clearly not on a
+  0..1 scale (:func:`check_image`): then ``"auto"``, with an :class:`IntensityWarning`.
+
+One mapping serves the whole image, so chunks of it (:mod:`.tiling`) share it.
 
 The spatial axes are the last two axes that are not the channel axis; any leading axes
 (Z, T, ...) are independent planes. The caller's array is never modified.
@@ -12,12 +18,35 @@ The spatial axes are the last two axes that are not the channel axis; any leadin
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["Layout", "check_image", "to_planes", "from_planes", "to_working", "from_working",
-           "above_threshold", "check_mask", "check_mask_shape"]
+__all__ = ["Layout", "IntensityWarning", "SAMPLE_SIZE", "auto_range", "check_image",
+           "to_planes", "from_planes", "to_working", "from_working", "above_threshold",
+           "check_mask", "check_mask_shape"]
+
+#: At most this many values (a strided subsample) estimate the percentiles of
+#: :func:`auto_range`; NumPy and dask input of one shape use the same subsample.
+SAMPLE_SIZE = 2_000_000
+#: The robust range's percentiles (in %).
+_PERCENTILES = (0.1, 99.9)
+#: ``value_range=None`` switches to ``"auto"`` for floats whose 99.9th percentile is above
+#: this, or whose 0.1th percentile is below ``-_NEGATIVE_FRACTION * max(1, p99.9)``...
+_FLOAT_HIGH = 16.0
+_NEGATIVE_FRACTION = 0.25
+#: ...and for integers whose maximum is at most this fraction of the dtype's maximum.
+_INTEGER_FRACTION = 0.25
+_ACCEPTED = ("accepted: None (detect), 'auto' (robust percentiles), 'dtype' (floats as "
+             "stored, integers from their dtype's full range) or (lo, hi), two finite "
+             "numbers with hi > lo")
+
+
+class IntensityWarning(UserWarning):
+    """The image is clearly not on a 0..1 scale: ``value_range='auto'`` is used instead."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,16 +83,52 @@ class Layout:
 
 
 def check_image(image, channel_axis: int | None,
-                value_range: Sequence[float] | None = None) -> Layout:
+                value_range: str | Sequence[float] | None = None, *,
+                stacklevel: int = 2) -> Layout:
     """Validate an image and return its :class:`Layout`.
+
+    Parameters
+    ----------
+    image : array_like or dask.array.Array
+        The caller's image (not modified). Read only for ``"auto"`` and ``None``: for a
+        dask array, those compute its range now (one pass over the data).
+    channel_axis : int or None
+        The channel axis, or None for one channel.
+    value_range : None, "auto", "dtype" or (float, float)
+        What maps to the working range 0..1 (values outside it are allowed: below 0
+        becomes 0 in the solvers, above 1 stays above 1):
+
+        - ``(lo, hi)``: ``lo..hi``;
+        - ``"dtype"``: floats as stored (0..1), integers their dtype's full range;
+        - ``"auto"``: :func:`auto_range` (robust percentiles, negatives kept);
+        - ``None``: ``"dtype"``, unless the data is clearly not on a 0..1 scale: an
+          integer image whose maximum is at most 1/4 of its dtype's maximum (e.g.
+          12-bit data in uint16), or a float image whose 99.9th percentile is above 16
+          or whose 0.1th percentile is below ``-0.25 * max(1, p99.9)`` (largely
+          negative). Then ``"auto"`` is used, with an :class:`IntensityWarning`; not
+          for an image without spread (0.1th = 99.9th percentile, e.g. constant),
+          which keeps ``"dtype"``.
+    stacklevel : int
+        Passed to :func:`warnings.warn`: which caller the warning names.
+
+    Returns
+    -------
+    Layout
+        The shape, dtype, channel axis and intensity mapping.
+
+    Warns
+    -----
+    IntensityWarning
+        With ``value_range=None``, when ``"auto"`` replaces ``"dtype"`` (see above).
 
     Raises
     ------
     TypeError
-        For a non-numeric, boolean or complex dtype.
+        For a non-numeric, boolean or complex dtype, or a ``value_range`` of the wrong
+        type.
     ValueError
         For fewer than 2 spatial dimensions, an empty array, a channel axis out of
-        range, or an invalid ``value_range``.
+        range, an invalid ``value_range``, or ``"auto"`` on an image without spread.
     """
     dtype = np.dtype(image.dtype)
     if dtype.kind == "b":
@@ -86,18 +151,173 @@ def check_image(image, channel_axis: int | None,
                          "at least 2 spatial dimensions (..., height, width)")
     if 0 in image.shape:
         raise ValueError(f"image is empty (shape {image.shape})")
-    if value_range is not None:
-        lo, hi = (float(v) for v in value_range)
-        if not (np.isfinite(lo) and np.isfinite(hi) and hi > lo):
-            raise ValueError(f"value_range={tuple(value_range)} must be two finite numbers "
-                             "(lo, hi) with hi > lo")
-        offset, scale = lo, hi - lo
-    elif dtype.kind in "ui":
-        info = np.iinfo(dtype)
-        offset, scale = float(info.min), float(info.max) - float(info.min)
+    value_range = _check_value_range(value_range)
+    if value_range is None:
+        value_range = _detect(image, dtype, channel_axis, stacklevel + 1)
+    elif value_range == "auto":
+        value_range = auto_range(image, channel_axis)
+    if value_range == "dtype":
+        value_range = (float(np.iinfo(dtype).min), float(np.iinfo(dtype).max)) \
+            if dtype.kind in "ui" else (0.0, 1.0)
+    lo, hi = value_range
+    return Layout(tuple(image.shape), dtype, channel_axis, lo, hi - lo)
+
+
+def _check_value_range(value_range) -> str | tuple[float, float] | None:
+    """Return ``value_range`` as None, ``"auto"``, ``"dtype"`` or a float pair, or raise."""
+    if value_range is None or isinstance(value_range, str) and value_range in ("auto", "dtype"):
+        return value_range
+    if isinstance(value_range, (str, bytes)):
+        raise ValueError(f"value_range={value_range!r} is not a known mode; {_ACCEPTED}")
+    try:
+        values = tuple(value_range)
+    except TypeError:
+        raise TypeError(f"value_range={value_range!r} is not a pair; {_ACCEPTED}") from None
+    if len(values) != 2:
+        raise ValueError(f"value_range={value_range!r} has {len(values)} values, not 2; "
+                         f"{_ACCEPTED}")
+    if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in values):
+        raise TypeError(f"value_range={value_range!r} must hold two numbers; {_ACCEPTED}")
+    try:
+        lo, hi = (float(v) for v in values)
+    except OverflowError:
+        lo = hi = math.inf
+    if not (math.isfinite(lo) and math.isfinite(hi) and hi > lo):
+        raise ValueError(f"value_range={value_range!r} must be two finite numbers (lo, hi) "
+                         f"with hi > lo; {_ACCEPTED}")
+    return lo, hi
+
+
+@dataclasses.dataclass(frozen=True)
+class _Survey:
+    """An image's extremes and robust percentiles, over its finite values."""
+
+    minimum: float
+    maximum: float
+    low: float  #: 0.1th percentile
+    high: float  #: 99.9th percentile
+
+    def auto_range(self) -> tuple[float, float]:
+        """``(max(minimum, low - span), high)`` with ``span = high - low``."""
+        lo = max(self.minimum, self.low - (self.high - self.low))
+        if not self.high > lo:
+            raise ValueError(
+                f"value_range='auto' finds no spread in the image: its 0.1th and 99.9th "
+                f"percentiles are both {self.high:.7g} (a constant image?), so nothing can "
+                "map to 0..1; pass value_range=(lo, hi) in the image's units, or "
+                "value_range='dtype'")
+        return lo, self.high
+
+
+def _sample_slices(shape: tuple[int, ...], channel_axis: int | None) -> tuple[slice, ...]:
+    """One step along every axis but the channel axis, keeping at most ~SAMPLE_SIZE values."""
+    step = 1
+    while math.prod(n if axis == channel_axis else -(-n // step)
+                    for axis, n in enumerate(shape)) > SAMPLE_SIZE and step < max(shape):
+        step += 1
+    return tuple(slice(None) if axis == channel_axis else slice(None, None, step)
+                 for axis in range(len(shape)))
+
+
+def _survey(image, channel_axis: int | None) -> _Survey | None:
+    """Survey ``image`` (NumPy-like or dask, in one pass); None without finite values."""
+    from .tiling import is_dask
+
+    lazy = is_dask(image)
+    if not lazy:
+        image = np.asarray(image)
+    sample = image[_sample_slices(image.shape, channel_axis)]
+    if lazy:
+        import dask
+
+        sample, minimum, maximum = dask.compute(sample, image.min(), image.max())
     else:
-        offset, scale = 0.0, 1.0
-    return Layout(tuple(image.shape), dtype, channel_axis, offset, scale)
+        minimum, maximum = image.min(), image.max()
+    sample = np.asarray(sample, np.float64).ravel()
+    sample = sample[np.isfinite(sample)]
+    if sample.size == 0:
+        return None
+    # with NaN or Inf (refused later, when processed) the extremes come from the sample
+    minimum = float(minimum) if np.isfinite(minimum) else float(sample.min())
+    maximum = float(maximum) if np.isfinite(maximum) else float(sample.max())
+    low, high = (float(v) for v in np.percentile(sample, _PERCENTILES))
+    return _Survey(minimum, maximum, low, high)
+
+
+def auto_range(image, channel_axis: int | None = None) -> tuple[float, float]:
+    """Return the ``(lo, hi)`` that ``value_range="auto"`` maps to 0..1.
+
+    ``hi`` is the 99.9th percentile; ``lo`` is the data's minimum, so negative values
+    (background-subtracted data) are kept, unless the minimum lies more than one robust
+    span ``p99.9 - p0.1`` below the 0.1th percentile (an outlier): then
+    ``lo = p0.1 - span``. That is ``lo = max(min, p0.1 - (p99.9 - p0.1))``. Values
+    above ``hi`` map above 1 (allowed); values below ``lo`` become ``lo`` (the solvers
+    clip working values below 0).
+
+    Parameters
+    ----------
+    image : array_like or dask.array.Array
+        The image; only finite values count. The percentiles come from a strided
+        subsample of at most about :data:`SAMPLE_SIZE` values (the same for NumPy and
+        dask input), the minimum from all values. A dask array is computed now, once,
+        so that all its chunks share one mapping.
+    channel_axis : int, optional
+        An axis sampled in full (every channel counts).
+
+    Returns
+    -------
+    (float, float)
+        ``(lo, hi)`` in the image's units, ``hi > lo``.
+
+    Raises
+    ------
+    ValueError
+        If the image has no finite values, or no spread (0.1th percentile = 99.9th
+        percentile, e.g. a constant image).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from napari_diffuse.intensity import auto_range
+    >>> counts = np.arange(-50.0, 9951.0)         # -50..9950
+    >>> [round(v, 6) for v in auto_range(counts)]  # lo: the minimum, negatives kept
+    [-50.0, 9940.0]
+    >>> counts[0] = -1e6                           # an outlier: lo = p0.1 - span
+    >>> [round(v, 6) for v in auto_range(counts)]
+    [-10020.0, 9940.0]
+    """
+    survey = _survey(image, channel_axis)
+    if survey is None:
+        raise ValueError("value_range='auto': the image has no finite values")
+    return survey.auto_range()
+
+
+def _detect(image, dtype: np.dtype, channel_axis: int | None,
+            stacklevel: int) -> str | tuple[float, float]:
+    """``value_range=None``: ``"dtype"``, or :func:`auto_range` with a warning saying why."""
+    survey = _survey(image, channel_axis)
+    if survey is None or survey.high == survey.low:
+        return "dtype"  # nothing to detect from (NaN/Inf are refused later), or constant
+    if dtype.kind in "ui":
+        info = np.iinfo(dtype)
+        if survey.maximum > _INTEGER_FRACTION * info.max:
+            return "dtype"
+        found = (f"{dtype} image uses only {survey.minimum:.0f}..{survey.maximum:.0f} of "
+                 f"{info.min}..{info.max}")
+    else:
+        if survey.high <= _FLOAT_HIGH and \
+                survey.low >= -_NEGATIVE_FRACTION * max(1.0, survey.high):
+            return "dtype"
+        found = (f"{dtype} image spans {survey.low:.7g}..{survey.high:.7g} (0.1th to 99.9th "
+                 "percentile), " + ("far beyond 0..1" if survey.high > _FLOAT_HIGH
+                                    else "largely negative"))
+    lo, hi = survey.auto_range()
+    warnings.warn(
+        f"{found}: using value_range='auto' = ({lo:.7g}, {hi:.7g}) instead, which maps "
+        "that range to 0..1 and back. Pass value_range='auto' to choose this (and silence "
+        "this warning), value_range=(lo, hi) for fixed units, or value_range='dtype' for "
+        "the dtype's full range (floats as stored)", IntensityWarning, stacklevel=stacklevel)
+    return lo, hi
 
 
 def check_finite(planes: np.ndarray, layout: Layout,

@@ -1,0 +1,228 @@
+"""value_range: 'auto' makes other units behave like 0..1 data; None detects them and warns.
+
+The reference is ``x01``, a 0..1 float32 image (a crop of skimage's ``cell``, rescaled,
+plus noise). The same image in other units, diffused with ``value_range='auto'`` and
+mapped back, must match ``x01`` diffused with ``'auto'``.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import dask.array as da
+import numpy as np
+import pytest
+import skimage.data
+
+from napari_diffuse import diffuse, luminance_mask, tiling, variance_map
+from napari_diffuse.intensity import SAMPLE_SIZE, IntensityWarning, auto_range, check_image
+
+FINE = {"preset": "denoise: fine", "iterations": 4, "backend": "numpy"}
+# Float cases: the other units differ from x01 by float32 rounding of the scaling (relative
+# 6e-8 per value, and in the auto range); measured results differ by 2e-7 of the span.
+# 1e-5 of the span leaves a 50x margin and is 2000x below what the 'dtype' control shows.
+FLOAT_TOLERANCE = 1e-5
+
+
+def _x01() -> np.ndarray:
+    crop = skimage.data.cell()[200:328, 300:428].astype(np.float32)
+    crop = (crop - crop.min()) / (crop.max() - crop.min())
+    noise = np.random.default_rng(0).normal(0.0, 0.02, crop.shape)
+    return (crop + noise).astype(np.float32)
+
+
+X01 = _x01()
+COUNTS = X01 * np.float32(1000)                          # (a) float counts
+SUBTRACTED = X01 * np.float32(500) - np.float32(120)      # (c) with negatives
+TWELVE_BIT = np.rint(np.clip(X01, 0, 1) * 4095).astype(np.uint16)  # (b) 12 bits in uint16
+# scale, offset: caller's units = working-equivalent x01 units * scale + offset
+FLOAT_CASES = {"counts": (COUNTS, 1000.0, 0.0),
+               "background-subtracted": (SUBTRACTED, 500.0, -120.0)}
+
+
+@pytest.fixture(scope="module")
+def reference() -> np.ndarray:
+    return diffuse(X01, value_range="auto", **FINE)
+
+
+def _span(image) -> float:
+    lo, hi = auto_range(image)
+    return hi - lo
+
+
+@pytest.mark.parametrize("case", FLOAT_CASES)
+def test_auto_makes_float_units_behave_like_0_1(case, reference):
+    image, scale, offset = FLOAT_CASES[case]
+    out = diffuse(image, value_range="auto", **FINE)
+    back = (out.astype(np.float64) - offset) / scale
+    np.testing.assert_allclose(back, reference, rtol=0, atol=FLOAT_TOLERANCE * _span(X01))
+
+
+def test_negative_control_dtype_mapping_of_counts_differs(reference):
+    # the comparison above can fail: counts taken as stored are not the 0..1 result
+    out = diffuse(COUNTS, value_range="dtype", **FINE)
+    assert np.abs(out / 1000.0 - reference).max() > 100 * FLOAT_TOLERANCE * _span(X01)
+
+
+def test_auto_makes_12_bit_uint16_behave_like_0_1():
+    quantised = TWELVE_BIT.astype(np.float32) / np.float32(4095)  # the same values in 0..1
+    expected = diffuse(quantised, value_range="auto", **FINE).astype(np.float64) * 4095
+    out = diffuse(TWELVE_BIT, value_range="auto", **FINE)
+    assert out.dtype == np.uint16
+    # float32 differences of ~1e-7 can move a value across a half-integer: at most 1
+    # count, and rarely
+    diff = out.astype(np.int64) - np.clip(np.rint(expected), 0, 65535).astype(np.int64)
+    assert np.abs(diff).max() <= 1 and np.mean(diff != 0) < 0.01
+
+
+@pytest.mark.parametrize("image, found", [
+    (COUNTS, "float32 image spans"),
+    (SUBTRACTED, "float32 image spans"),
+    (TWELVE_BIT, f"uint16 image uses only 0..{TWELVE_BIT.max()} of 0..65535"),
+], ids=["counts", "background-subtracted", "12-bit uint16"])
+def test_none_detects_other_units_warns_once_and_uses_auto(image, found):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = diffuse(image, **FINE)
+    assert [w.category for w in caught] == [IntensityWarning]
+    message = str(caught[0].message)
+    lo, hi = auto_range(image)
+    for text in (found, f"value_range='auto' = ({lo:.7g}, {hi:.7g})", "value_range=(lo, hi)",
+                 "value_range='dtype'"):
+        assert text in message
+    assert caught[0].filename == __file__  # names the caller's line
+    np.testing.assert_array_equal(out, diffuse(image, value_range="auto", **FINE))
+
+
+@pytest.mark.parametrize("image", [X01, skimage.data.camera()[::4, ::4]],
+                         ids=["0..1 float", "full-range uint8"])
+def test_none_keeps_0_1_and_full_range_data_as_stored(image):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = diffuse(image, **FINE)
+    np.testing.assert_array_equal(out, diffuse(image, value_range="dtype", **FINE))
+    mapping = {vr: (layout.offset, layout.scale) for vr in (None, "dtype", "auto")
+               for layout in [check_image(image, None, vr)]}
+    assert mapping[None] == mapping["dtype"] != mapping["auto"]
+
+
+@pytest.mark.parametrize("image, found", [
+    (np.array([[0, 16383], [7, 9]], np.uint16), "uint16 image uses only 0..16383 of 0..65535"),
+    (np.array([[0, 16384], [7, 9]], np.uint16), None),       # above 1/4 of 65535
+    (np.array([[-100, 3000], [7, 9]], np.int16), "int16 image uses only -100..3000 of "
+                                                 "-32768..32767"),  # the positive max counts
+    (np.array([[-30000, 30000], [7, 9]], np.int16), None),
+    (np.linspace(0, 10, 1000, dtype=np.float32).reshape(20, 50), None),  # HDR, as stored
+    (np.linspace(0, 20, 1000, dtype=np.float32).reshape(20, 50), "far beyond 0..1"),
+    (np.linspace(-0.2, 1, 1000, dtype=np.float32).reshape(20, 50), None),
+    (np.linspace(-0.5, 1, 1000, dtype=np.float32).reshape(20, 50), "largely negative"),
+    (np.full((8, 8), 100.0, np.float32), None),              # constant: nothing to map
+], ids=["uint16 quarter", "uint16 above", "int16", "int16 full", "float 10", "float 20",
+        "float -0.2", "float -0.5", "constant"])
+def test_detection_thresholds(image, found):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        layout = check_image(image, None)
+    messages = [str(w.message) for w in caught]
+    if found is None:
+        assert messages == []
+        expected = check_image(image, None, "dtype")
+    else:
+        assert len(messages) == 1 and found in messages[0]
+        expected = check_image(image, None, "auto")
+    assert (layout.offset, layout.scale) == (expected.offset, expected.scale)
+
+
+def test_negatives_survive_auto(reference):
+    out = diffuse(SUBTRACTED, value_range="auto", **FINE)
+    negative = SUBTRACTED < -5.0
+    assert negative.sum() > 1000
+    assert np.all(out[negative] < 0) and out.min() < -100
+    # as stored ('dtype'), negatives come out as 0, as in darktable
+    assert diffuse(SUBTRACTED, value_range="dtype", **FINE).min() == 0.0
+    # and the outlier rule does not apply: lo is the data's minimum
+    assert auto_range(SUBTRACTED)[0] == pytest.approx(float(SUBTRACTED.min()))
+
+
+def test_auto_clips_a_far_outlier():
+    image = COUNTS.copy()
+    image[0, 0] = -1e6
+    (p_lo, p_hi), (lo, hi) = np.percentile(image, [0.1, 99.9]), auto_range(image)
+    assert hi == pytest.approx(p_hi) and lo == pytest.approx(p_lo - (p_hi - p_lo))
+
+
+def test_dask_shares_one_range_across_chunks():
+    lazy = da.from_array(COUNTS, chunks=32)
+    assert auto_range(lazy) == auto_range(COUNTS)
+    out = diffuse(lazy, value_range="auto", chunks=32, **FINE)
+    assert out.numblocks == (4, 4)
+    whole = diffuse(COUNTS, value_range="auto", **FINE)
+    # the automatic overlap keeps seams within tiling.TOLERANCE (working units)
+    np.testing.assert_allclose(out.compute(), whole, rtol=0, atol=tiling.TOLERANCE * _span(COUNTS))
+    # control: a range per 64x64 quadrant would differ from the shared one by far more
+    lo, hi = auto_range(COUNTS)
+    worst = 0.0
+    for rows in (slice(0, 64), slice(64, 128)):
+        for cols in (slice(0, 64), slice(64, 128)):
+            own = diffuse(COUNTS[rows, cols], value_range="auto", **FINE)
+            shared = diffuse(COUNTS[rows, cols], value_range=(lo, hi), **FINE)
+            worst = max(worst, np.abs(own - shared).max())
+    assert worst > 10 * tiling.TOLERANCE * (hi - lo)
+
+
+def test_large_arrays_are_subsampled_alike_in_numpy_and_dask():
+    image = np.random.default_rng(2).gamma(2.0, 100.0, (1500, 2001)).astype(np.float32)
+    assert image.size > SAMPLE_SIZE
+    lo, hi = auto_range(image)
+    assert (lo, hi) == auto_range(da.from_array(image, chunks=(300, 500)))
+    assert lo == float(image.min())  # the exact minimum, not the sample's
+    assert hi == pytest.approx(float(np.percentile(image, 99.9)), rel=0.01)
+
+
+def test_dask_none_warns_once_and_computes_the_range_eagerly():
+    with pytest.warns(IntensityWarning) as caught:
+        out = diffuse(da.from_array(TWELVE_BIT, chunks=64), **FINE)
+    assert len(caught) == 1
+    np.testing.assert_array_equal(out.compute(), diffuse(TWELVE_BIT, value_range="auto", **FINE))
+
+
+def test_maps_and_masks_use_the_same_mapping():
+    span = _span(X01)
+    np.testing.assert_allclose(variance_map(COUNTS, value_range="auto", **FINE),
+                               variance_map(X01, value_range="auto", **FINE), rtol=1e-4)
+    bright = {"preset": "inpaint highlights", "luminance_threshold": 0.5}
+    np.testing.assert_array_equal(
+        luminance_mask(COUNTS, value_range=(0, 1000 * span), **bright),
+        luminance_mask(X01, value_range=(0, span), **bright))
+    with pytest.warns(IntensityWarning):
+        luminance_mask(COUNTS, **bright)
+
+
+@pytest.mark.parametrize("value_range, error", [
+    ((0, 1, 2), ValueError), (5, TypeError), (("a", "b"), TypeError),
+    ((0, 10**400), ValueError), ((1, 1), ValueError), ((2, 1), ValueError),
+    ((float("nan"), 1), ValueError), ("percentiles", ValueError), ([True, False], TypeError),
+])
+def test_bad_value_range_is_refused_by_name(value_range, error):
+    with pytest.raises(error, match=r"value_range=.*accepted: None .*'auto'.*'dtype'.*\(lo, hi\)"):
+        diffuse(X01, value_range=value_range, **FINE)
+
+
+def test_pairs_in_any_sequence_are_accepted():
+    expected = diffuse(TWELVE_BIT, value_range=(0, 4095), **FINE)
+    for pair in ([0, 4095], np.array([0.0, 4095.0]), (np.uint16(0), np.int64(4095))):
+        np.testing.assert_array_equal(diffuse(TWELVE_BIT, value_range=pair, **FINE), expected)
+
+
+def test_auto_refuses_a_constant_image():
+    with pytest.raises(ValueError, match="value_range='auto'.*constant"):
+        diffuse(np.full((32, 32), 7.0, np.float32), value_range="auto", **FINE)
+
+
+def test_non_finite_values_are_still_reported_as_such():
+    image = COUNTS.copy()
+    image[3, 4] = np.nan
+    for value_range in (None, "auto"):
+        with pytest.raises(ValueError, match="1 NaN"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", IntensityWarning)
+            diffuse(image, value_range=value_range, **FINE)
