@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from napari_diffuse import DiffuseParams, calibrate, diffuse, list_presets
+from napari_diffuse import DiffuseParams, IntensityWarning, calibrate, diffuse, list_presets
 from napari_diffuse.calibrate import estimate_noise
 
 BACKEND = "opencl"  # PoCL in CI: the NumPy solver gives the same results, 10x slower
@@ -159,3 +159,18 @@ def test_inpaint_fills_every_hole():
 def test_bad_input_is_refused_clearly(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_calibration_works_in_the_same_units_as_diffuse():
+    """Float counts (x 1000) calibrate, under the default mapping, like their 0..1 version
+    under value_range='auto', and the chosen settings give the same result."""
+    clean = scene()
+    noisy = poisson_gaussian(clean, peak=20)
+    counts = noisy * np.float32(1000)
+    with pytest.warns(IntensityWarning, match="value_range='auto'"):
+        params = calibrate(counts, backend=BACKEND)
+    assert params == calibrate(noisy, backend=BACKEND, value_range="auto")
+    with pytest.warns(IntensityWarning):
+        out = diffuse(counts, params, backend=BACKEND)
+    reference = diffuse(noisy, params, backend=BACKEND, value_range="auto")
+    np.testing.assert_allclose(out / 1000, reference, atol=1e-5)
