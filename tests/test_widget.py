@@ -15,14 +15,15 @@ from hypothesis import strategies as st
 napari = pytest.importorskip("napari")
 npe2 = pytest.importorskip("npe2")
 
+from magicgui.widgets import CheckBox  # noqa: E402
 from napari.utils.notifications import notification_manager  # noqa: E402
 
 from napari_diffuse import api  # noqa: E402
 from napari_diffuse.params import FIELDS, DiffuseParams  # noqa: E402
 from napari_diffuse.presets import list_presets, load_preset  # noqa: E402
 from napari_diffuse.user_presets import CONFIG_DIR_VARIABLE, list_user_presets  # noqa: E402
-from napari_diffuse.widget import (CUSTOM, METADATA_KEY, DiffuseWidget,  # noqa: E402
-                                   control_value, param_value)
+from napari_diffuse.widget import (CUSTOM, GROUP_TITLES, METADATA_KEY,  # noqa: E402
+                                   DiffuseWidget, control_value, param_value)
 
 ROOT = Path(__file__).resolve().parents[1]
 PLUGIN = "napari-diffuse"
@@ -143,14 +144,27 @@ def test_sample_data(viewer, key, name, rgb):
 def test_every_control_has_darktables_range_label_and_help(widget):
     for spec in FIELDS:
         control = getattr(widget, spec.name)
-        factor = 100 if spec.percent else 1
-        assert (control.min, control.max) == (spec.minimum * factor, spec.maximum * factor)
         assert control.label == spec.label
         assert spec.help in control.tooltip
         assert control.value == control_value(spec, spec.default)
+        if spec.kind is bool:  # keep_saturated: a check box, no range
+            assert isinstance(control, CheckBox)
+            continue
+        factor = 100 if spec.percent else 1
+        assert (control.min, control.max) == (spec.minimum * factor, spec.maximum * factor)
         if spec.percent:
             assert control.native.suffix() == " %"
     assert widget.params == DiffuseParams()
+
+
+def test_bool_fields_are_check_boxes_that_reach_the_params(widget):
+    flags = [spec for spec in FIELDS if spec.kind is bool]
+    assert flags, "no bool field to test"
+    widget.preset.value = "bloom"
+    for spec in flags:
+        getattr(widget, spec.name).value = not spec.default
+        assert getattr(widget.params, spec.name) is (not spec.default)
+    assert widget.preset.value == CUSTOM
 
 
 def test_sections_are_darktables(widget):
@@ -187,6 +201,25 @@ def test_script_can_set_controls_by_field_name(widget):
     assert widget.params.iterations == 8 and widget.params.radius == 3
 
 
+def test_preset_menu_groups_science_then_darktable_then_user_presets(widget):
+    from qtpy.QtCore import Qt
+
+    widget.set_params(FAST)
+    widget.save_preset("my cells")
+    science, darktable = list_presets("science"), list_presets("darktable")
+    assert science and darktable
+    titles = list(GROUP_TITLES.values())
+    assert list(widget.preset.choices) == [CUSTOM, titles[0], *science, titles[1], *darktable,
+                                           titles[2], "my cells"]
+    combo = widget.preset.native
+    for index in range(combo.count()):
+        enabled = bool(combo.model().item(index).flags() & Qt.ItemFlag.ItemIsEnabled)
+        assert enabled == (combo.itemText(index) not in titles), combo.itemText(index)
+    widget.preset.value = titles[0]  # a script choosing a title changes nothing
+    assert widget.params == FAST
+    assert widget.save_preset(titles[0]) is None  # nor can a preset take a menu entry's name
+
+
 def test_each_preset_sets_every_control(widget):
     for name in list_presets():
         widget.preset.value = name
@@ -214,17 +247,16 @@ def test_run_matches_diffuse(viewer, widget, qtbot, kind, messages):
     assert layer_names(viewer) == ["cells", "cells [denoise: fine]", "cells [luminance mask]",
                                    "cells [variance map]"]
     result, mask, variance = viewer.layers[1:]
-    expected = api.diffuse(data, params, channel_axis=channel_axis)
+    expected = api.diffuse(data, params, channel_axis=channel_axis, value_range=None)
     np.testing.assert_array_equal(result.data, expected)
     assert result.rgb == layer.rgb
     np.testing.assert_array_equal(result.scale, layer.scale)
     np.testing.assert_array_equal(result.translate, layer.translate)
     assert tuple(result.contrast_limits) == (0.1, 0.9)
     assert result.metadata[METADATA_KEY] == {"source": str(layer.unique_id), "role": "result"}
-    np.testing.assert_array_equal(mask.data, api.luminance_mask(data, params,
-                                                                 channel_axis=channel_axis))
-    np.testing.assert_array_equal(variance.data, api.variance_map(data, params,
-                                                                   channel_axis=channel_axis))
+    common = dict(channel_axis=channel_axis, value_range=None)  # the widget's default
+    np.testing.assert_array_equal(mask.data, api.luminance_mask(data, params, **common))
+    np.testing.assert_array_equal(variance.data, api.variance_map(data, params, **common))
     assert isinstance(mask, napari.layers.Labels)
     assert variance.colormap.name == "magma"
     np.testing.assert_array_equal(variance.scale, layer.scale)
@@ -241,7 +273,8 @@ def test_multichannel_uses_the_chosen_channel_axis(viewer, widget, qtbot):
     widget.show_variance_map.value = True
     run_and_wait(widget, qtbot)
     result, variance = viewer.layers[1:]
-    np.testing.assert_array_equal(result.data, api.diffuse(data, FAST, channel_axis=0))
+    np.testing.assert_array_equal(result.data, api.diffuse(data, FAST, channel_axis=0,
+                                                           value_range=None))
     assert variance.data.shape == (24, 28)
     np.testing.assert_array_equal(variance.scale, (0.5, 0.25))
 
@@ -255,12 +288,27 @@ def test_contrast_limits_can_set_the_value_range(viewer, widget, qtbot):
     result = viewer.layers["camera [custom]"].data
     assert result.dtype == np.uint16
     np.testing.assert_array_equal(result, api.diffuse(counts, FAST, value_range=(100, 4095)))
-    assert not np.array_equal(result, api.diffuse(counts, FAST))
+    assert not np.array_equal(result, api.diffuse(counts, FAST, value_range="dtype"))
+
+
+@pytest.mark.parametrize("choice, value_range", [("detect", None), ("auto", "auto"),
+                                                 ("as stored", "dtype")])
+def test_intensities_choose_the_value_range(viewer, widget, qtbot, choice, value_range):
+    counts = np.random.default_rng(5).integers(100, 4000, (32, 32)).astype(np.uint16)
+    widget.input.value = viewer.add_image(counts, name="camera")
+    widget.set_params(FAST)
+    assert widget.value_range.value == "detect"  # the default
+    widget.value_range.value = choice
+    run_and_wait(widget, qtbot)
+    result = viewer.layers["camera [custom]"].data
+    np.testing.assert_array_equal(result, api.diffuse(counts, FAST, value_range=value_range))
+    other = "auto" if value_range == "dtype" else "dtype"  # detect: 12-bit data -> auto
+    assert not np.array_equal(result, api.diffuse(counts, FAST, value_range=other))
 
 
 def test_rgb_layers_use_their_colour_axis_automatically(viewer, widget):
     widget.input.value = viewer.add_image(np.zeros((8, 8, 3), np.float32), rgb=True)
-    assert not widget.channel_axis.enabled and widget._make_job().channel_axis == -1
+    assert not widget.channel_axis.enabled and widget._source().channel_axis == -1
 
 
 def test_rerun_replaces_the_result_layer(viewer, widget, qtbot):
@@ -277,7 +325,8 @@ def test_rerun_replaces_the_result_layer(viewer, widget, qtbot):
     qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
     assert layer_names(viewer) == ["cells", "cells [bloom]"]
     assert viewer.layers[1] is first
-    np.testing.assert_array_equal(first.data, api.diffuse(data, load_preset("bloom")))
+    np.testing.assert_array_equal(first.data, api.diffuse(data, load_preset("bloom"),
+                                                          value_range=None))
     first.name = "renamed by the user"  # tracked by metadata, not by name
     run_and_wait(widget, qtbot)
     assert len(viewer.layers) == 2 and viewer.layers[1] is first
@@ -303,7 +352,8 @@ def test_mask_layers_inpaint(viewer, widget, qtbot):
     expected_mask = np.zeros(data.shape, bool)
     expected_mask[4:16, 6:21] = True
     shown = viewer.layers["cells [custom]"].data
-    np.testing.assert_array_equal(shown, api.diffuse(data, FAST, mask=expected_mask))
+    np.testing.assert_array_equal(shown, api.diffuse(data, FAST, mask=expected_mask,
+                                                     value_range=None))
     # outside the mask the image is kept (to float32 rounding: it goes through the wavelets)
     np.testing.assert_allclose(shown[~expected_mask], data[~expected_mask], atol=1e-6)
     assert not np.allclose(shown[expected_mask], data[expected_mask], atol=1e-3)
@@ -327,7 +377,8 @@ def test_dask_layer_is_passed_through(viewer, widget, qtbot, monkeypatch):
     assert seen == [da.Array]
     result = viewer.layers["lazy [custom]"].data
     assert isinstance(result, da.Array)  # lazy: napari computes the planes it shows
-    np.testing.assert_array_equal(np.asarray(result), real_diffuse(data, FAST))
+    np.testing.assert_array_equal(np.asarray(result), real_diffuse(data, FAST,
+                                                                   value_range=None))
 
 
 # ----------------------------------------------------------------------------- refusals

@@ -1,21 +1,27 @@
-"""The ``napari-diffuse`` command: ``run`` on image files, ``presets``, ``demo``.
+"""The ``napari-diffuse`` command: ``run``, ``calibrate``, ``presets``, ``demo``.
 
 Reads and writes TIFF (stacks and any dtype, through tifffile), PNG and JPEG
-(through imageio). Long runs show a progress bar.
+(through imageio). Long runs show a progress bar. ``calibrate`` prints the parameters
+it chooses as JSON (:meth:`DiffuseParams.to_json`) on stdout; ``run --calibrate``
+calibrates, prints them on stderr, then runs with them. Bad input exits with status 2
+and a one-line message naming the problem.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-from .api import diffuse, resolve_params
+from .api import diffuse
 from .backends import BACKENDS
-from .params import FIELDS
-from .presets import list_presets, preset_description
+from .calibrate import calibrate
+from .params import FIELDS, DiffuseParams
+from .presets import GROUPS, list_presets, load_preset, preset_description
+from .user_presets import list_user_presets, load_user_preset, presets_dir, save_user_preset
 
 __all__ = ["main", "read_image", "write_image"]
 
@@ -86,7 +92,18 @@ def write_image(path: Path, array: np.ndarray, channel_axis: int | None) -> None
                      ".jpg, .jpeg")
 
 
-def _parse_set(items: list[str]) -> dict[str, float]:
+def _read_mask(path: Path | None) -> np.ndarray | None:
+    """``--mask``: a mask image file, True where it is not 0."""
+    if path is None:
+        return None
+    try:
+        return read_image(path)[0] != 0
+    except (OSError, ValueError) as err:
+        raise ValueError(f"--mask {path}: {err}") from None
+
+
+def _parse_set(items: list[str]) -> dict[str, float | bool]:
+    """``--set FIELD=VALUE`` items -> overrides; booleans may be written true/false."""
     fields = {f.name: f for f in FIELDS}
     overrides = {}
     for item in items:
@@ -94,6 +111,9 @@ def _parse_set(items: list[str]) -> dict[str, float]:
         if not sep or name not in fields:
             raise ValueError(f"--set {item!r}: expected FIELD=VALUE with FIELD one of "
                              f"{list(fields)}")
+        if fields[name].kind is bool and value.lower() in ("true", "false"):
+            overrides[name] = value.lower() == "true"
+            continue
         try:
             overrides[name] = float(value)  # DiffuseParams checks whole numbers and ranges
         except ValueError:
@@ -104,10 +124,10 @@ def _parse_set(items: list[str]) -> dict[str, float]:
 class _ProgressBar:
     """A tqdm bar fed by :func:`diffuse`'s ``progress(done, total)`` callback."""
 
-    def __init__(self, description: str):
+    def __init__(self, description: str, unit: str = "it"):
         from tqdm import tqdm
 
-        self._bar = tqdm(desc=description, unit="it", disable=None)
+        self._bar = tqdm(desc=description, unit=unit, disable=None)
 
     def __call__(self, done: int, total: int) -> None:
         self._bar.total = total
@@ -117,25 +137,101 @@ class _ProgressBar:
         self._bar.close()
 
 
-def _run(args: argparse.Namespace) -> None:
-    params = resolve_params(preset=args.preset, **_parse_set(args.set))
+def _preset(name: str) -> DiffuseParams:
+    """``--preset``: a bundled preset or one of the user's."""
+    if name in list_presets():
+        return load_preset(name)
+    if name in list_user_presets():
+        return load_user_preset(name)
+    raise ValueError(f"--preset {name!r}: no such preset; bundled: {list_presets()}; yours "
+                     f"({presets_dir()}): {list_user_presets()}")
+
+
+def _read_params(path: Path) -> DiffuseParams:
+    """``--params``: a JSON file of parameters (``napari-diffuse calibrate -o``'s)."""
+    try:
+        return DiffuseParams.from_json(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError) as err:  # JSONDecodeError is a ValueError
+        raise ValueError(f"--params {path}: {err}") from None
+
+
+def _input(args: argparse.Namespace) -> tuple[np.ndarray, int | None, np.ndarray | None]:
+    """Read the input image, its channel axis (from the file or --channel-axis) and --mask."""
     image, channel_axis = read_image(args.input)
     if args.channel_axis is not None:
-        channel_axis = None if args.channel_axis == "none" else int(args.channel_axis)
+        channel_axis = None if args.channel_axis == "none" else args.channel_axis
+    return image, channel_axis, _read_mask(args.mask)
+
+
+def _calibrate(args: argparse.Namespace, task: str, image: np.ndarray,
+               channel_axis: int | None, mask: np.ndarray | None) -> DiffuseParams:
+    """Calibrate with a progress bar; report the loss reached on stderr."""
+    if task == "inpaint" and mask is None:
+        raise ValueError("inpainting needs --mask MASK.tif (not 0 where pixels are missing)")
+    bar = _ProgressBar(f"calibrating ({task})", unit="eval")
+    try:
+        params, report = calibrate(image, task, mask=mask, channel_axis=channel_axis,
+                                   value_range=args.value_range, backend=args.backend,
+                                   region=args.region, progress=bar, extra_output=True)
+    finally:
+        bar.close()
+    print(f"calibrated in {report.seconds:.1f} s on region {report.region}: self-supervised "
+          f"loss {report.loss:.3g} (input {report.input_loss:.3g}), {report.evaluations} "
+          "evaluations", file=sys.stderr)
+    return params
+
+
+def _run(args: argparse.Namespace) -> None:
+    overrides = _parse_set(args.set)
+    if args.region is not None and args.calibrate is None:
+        raise ValueError("--region is only used with --calibrate")
+    image, channel_axis, mask = _input(args)
+    if args.calibrate is not None:
+        params = _calibrate(args, args.calibrate, image, channel_axis, mask)
+        print(params.to_json(), file=sys.stderr)
+    elif args.params is not None:
+        params = _read_params(args.params)
+    elif args.preset is not None:
+        params = _preset(args.preset)
+    else:
+        params = DiffuseParams()
+    params = params.replace(**overrides)
     bar = _ProgressBar(args.input.name)
     try:
-        result = diffuse(image, params, channel_axis=channel_axis, backend=args.backend,
-                         value_range=args.value_range, progress=bar)
+        result = diffuse(image, params, channel_axis=channel_axis, mask=mask,
+                         backend=args.backend, value_range=args.value_range, progress=bar)
     finally:
         bar.close()
     write_image(args.output, result, channel_axis)
     print(f"wrote {args.output} ({result.dtype} {result.shape})")
 
 
+def _calibrate_command(args: argparse.Namespace) -> None:
+    image, channel_axis, mask = _input(args)
+    params = _calibrate(args, args.task, image, channel_axis, mask)
+    text = params.to_json()
+    if args.output is not None:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(text + "\n", encoding="utf-8")
+        print(f"wrote {args.output}", file=sys.stderr)
+    if args.save_preset is not None:
+        path = save_user_preset(args.save_preset, params,
+                                description=f"calibrated ({args.task}) on {args.input.name}")
+        print(f"saved user preset {args.save_preset!r} to {path}", file=sys.stderr)
+    print(text)
+
+
 def _presets(_args: argparse.Namespace) -> None:
-    width = max(map(len, list_presets()))
-    for name in list_presets():
-        print(f"{name:<{width}}  {preset_description(name)}")
+    user = list_user_presets()
+    width = max(map(len, list_presets() + user))
+    for group in GROUPS:
+        print(f"{group}:")
+        for name in list_presets(group):
+            print(f"  {name:<{width}}  {preset_description(name)}")
+    if user:
+        print(f"yours ({presets_dir()}):")
+        for name in user:
+            print(f"  {name}")
 
 
 def _display(image: np.ndarray) -> np.ndarray:
@@ -178,24 +274,88 @@ def _demo(args: argparse.Namespace) -> None:
     print(f"wrote {len(SAMPLES)} before/after TIFF pairs and {args.out / 'before_after.png'}")
 
 
+class _ValueRange(argparse.Action):
+    """``--value-range auto | dtype | LO HI`` -> the api's ``value_range``."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if len(values) == 1 and values[0] in ("auto", "dtype"):
+            setattr(namespace, self.dest, values[0])
+            return
+        try:
+            low, high = (float(v) for v in values)
+        except ValueError:
+            raise argparse.ArgumentError(
+                self, f"expected auto, dtype or two numbers LO HI; got {' '.join(values)!r}"
+            ) from None
+        setattr(namespace, self.dest, (low, high))
+
+
+def _axis(text: str) -> int | str:
+    """``--channel-axis``: an integer, or "none"."""
+    if text == "none":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer axis or 'none'; got {text!r}"
+                                         ) from None
+
+
+def _add_input_options(command: argparse.ArgumentParser) -> None:
+    """The options of ``run`` and ``calibrate`` that say how to read the input."""
+    command.add_argument("input", type=Path, help="TIFF (stacks too), PNG or JPEG")
+    command.add_argument("--mask", type=Path, metavar="MASK.tif",
+                         help="an image of the input's spatial shape: inpaint where it is "
+                              "not 0")
+    command.add_argument("--channel-axis", type=_axis, metavar="AXIS|none",
+                         help="channel axis (default: from the file)")
+    command.add_argument("--value-range", action=_ValueRange, nargs="+",
+                         metavar=("auto|dtype|LO", "HI"),
+                         help="what maps to 0..1: auto (robust percentiles), dtype (floats "
+                              "as stored, integers by their type's range) or LO HI "
+                              "(default: dtype, or auto with a warning for data clearly "
+                              "not on a 0..1 scale)")
+    command.add_argument("--backend", choices=BACKENDS, default="auto")
+
+
+def _add_region_option(command: argparse.ArgumentParser, help_text: str) -> None:
+    command.add_argument("--region", type=int, nargs=4, metavar=("Y0", "X0", "Y1", "X1"),
+                         help=help_text)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="napari-diffuse",
         description="darktable's 'diffuse or sharpen' for scientific images.")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="diffuse or sharpen an image file")
-    run.add_argument("input", type=Path, help="TIFF (stacks too), PNG or JPEG")
+    _add_input_options(run)
     run.add_argument("-o", "--output", type=Path, required=True, help="output file")
-    run.add_argument("--preset", choices=list_presets(), metavar="NAME",
-                     help="a preset (see 'napari-diffuse presets')")
+    settings = run.add_mutually_exclusive_group()
+    settings.add_argument("--preset", metavar="NAME",
+                          help="a bundled or saved preset (see 'napari-diffuse presets')")
+    settings.add_argument("--params", type=Path, metavar="PARAMS.json",
+                          help="parameters from a JSON file (e.g. 'calibrate -o')")
+    settings.add_argument("--calibrate", choices=("denoise", "inpaint"),
+                          help="choose the parameters from the input first (inpaint needs "
+                               "--mask); they are printed as JSON on stderr")
     run.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                      help="override a parameter, e.g. --set iterations=8 (repeatable)")
-    run.add_argument("--channel-axis", metavar="AXIS|none",
-                     help="channel axis (default: from the file)")
-    run.add_argument("--value-range", type=float, nargs=2, metavar=("LO", "HI"),
-                     help="map LO..HI to 0..1 (default: dtype range for integers)")
-    run.add_argument("--backend", choices=BACKENDS, default="auto")
+    _add_region_option(run, "with --calibrate: the box to calibrate on (default: automatic)")
     run.set_defaults(func=_run)
+    cal = sub.add_parser("calibrate", help="choose parameters from an image file; print them "
+                                           "as JSON")
+    _add_input_options(cal)
+    cal.add_argument("--task", choices=("denoise", "inpaint"), default="denoise",
+                     help="denoise (default), or inpaint the pixels of --mask")
+    _add_region_option(cal, "the box to calibrate on, in pixels, at least 32x32 (default: "
+                            "a representative 256x256 crop)")
+    cal.add_argument("-o", "--output", type=Path, metavar="PARAMS.json",
+                     help="also write the parameters to this file (for 'run --params')")
+    cal.add_argument("--save-preset", metavar="NAME",
+                     help="also save them as your preset NAME (for 'run --preset' and the "
+                          "napari widget)")
+    cal.set_defaults(func=_calibrate_command)
     sub.add_parser("presets", help="list the presets").set_defaults(func=_presets)
     demo = sub.add_parser("demo", help="run on the bundled sample data; write before/after")
     demo.add_argument("--out", type=Path, default=Path("napari-diffuse-demo"),
@@ -205,12 +365,19 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Print a warning as one line on stderr (replaces :func:`warnings.showwarning`)."""
+    print(f"napari-diffuse: warning: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit status (2 on bad input or no device, with a message)."""
     parser = _parser()
     args = parser.parse_args(argv)
     try:
-        args.func(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning  # one line, no source location
+            args.func(args)
     except (ValueError, TypeError, OSError, RuntimeError) as err:
         print(f"napari-diffuse: error: {err}", file=sys.stderr)
         return 2

@@ -3,7 +3,8 @@
 The widget holds no algorithm: it builds a :class:`~napari_diffuse.params.DiffuseParams`
 from its controls and calls :func:`napari_diffuse.diffuse` (and
 :func:`~napari_diffuse.luminance_mask`, :func:`~napari_diffuse.variance_map`) in a napari
-worker thread.
+worker thread. Its *calibrate* action (:mod:`.widget_calibrate`) runs
+:func:`napari_diffuse.calibrate.calibrate` the same way and shows the parameters it chose.
 
 Controls and parameters
 -----------------------
@@ -17,7 +18,13 @@ round(params value * 100, 2)`` (see :func:`control_value` and :func:`param_value
 ``widget.first.value = -25`` means ``first = -0.25``, and every parameter with at most
 four decimals (all of darktable's presets) goes through the controls unchanged. The
 other floats (edge sensitivity, edge threshold) are shown as they are, with three
-decimals; integers as they are.
+decimals; integers as they are; booleans (``keep_saturated``) are check boxes.
+
+Presets
+-------
+The preset menu lists the science presets, then darktable's photographic ones, then
+the user's, each group under a title that cannot be chosen; ``"custom"`` (settings
+that match no entry) and, after a calibration, ``"calibrated"`` come first.
 
 Results
 -------
@@ -44,20 +51,25 @@ from magicgui.widgets import (CheckBox, ComboBox, Container, FloatSpinBox, Label
 from napari.layers import Image, Labels, Layer, Shapes
 from napari.qt.threading import FunctionWorker, create_worker
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtCore import QObject, Signal
+from qtpy.QtCore import QObject, Qt, Signal
 from qtpy.QtWidgets import QFileDialog, QLabel, QSizePolicy
 
 from . import api, intensity, tiling
 from .backends import BACKENDS
 from .params import FIELDS, DiffuseParams, FieldSpec
-from .presets import list_presets, load_preset
+from .presets import GROUPS, list_presets, load_preset
 from .user_presets import (list_user_presets, load_user_preset, read_darktable_file,
                            save_user_preset)
+from .widget_calibrate import CALIBRATED, CalibrateMixin
 
-__all__ = ["DiffuseWidget", "control_value", "param_value", "CUSTOM", "METADATA_KEY"]
+__all__ = ["DiffuseWidget", "control_value", "param_value", "CUSTOM", "CALIBRATED",
+           "GROUP_TITLES", "METADATA_KEY"]
 
 #: The preset menu's entry for settings that match no preset.
 CUSTOM = "custom"
+#: The preset menu's group titles (entries that cannot be chosen), by preset group.
+GROUP_TITLES = {"science": "— science —", "darktable": "— darktable (photographic) —",
+                "user": "— your presets —"}
 #: Key of the metadata that ties output layers to their input layer.
 METADATA_KEY = "napari_diffuse"
 
@@ -73,14 +85,18 @@ _SECTIONS = {  # FieldSpec.section -> darktable's section title
     "spatiality": "diffusion spatiality",
 }
 _STEPS = {"speed": 1.0, "direction": 10.0, "edges": 0.05, "spatiality": 1.0}
+#: The intensities menu -> the api's ``value_range`` ("contrast limits": the layer's).
+_VALUE_RANGES = {"detect": None, "auto": "auto", "as stored": "dtype"}
 
 
 def control_value(spec: FieldSpec, value: float) -> float:
     """Return the value a control shows for the parameter value ``value``.
 
     Percent fields show ``value * 100`` rounded to :data:`PERCENT_DECIMALS`; other floats
-    are rounded to :data:`PLAIN_DECIMALS`; integers are unchanged.
+    are rounded to :data:`PLAIN_DECIMALS`; integers and booleans are unchanged.
     """
+    if spec.kind is bool:
+        return bool(value)
     if spec.kind is int:
         return int(value)
     if spec.percent:
@@ -90,6 +106,8 @@ def control_value(spec: FieldSpec, value: float) -> float:
 
 def param_value(spec: FieldSpec, shown: float) -> float:
     """Return the parameter value of a control showing ``shown`` (see :func:`control_value`)."""
+    if spec.kind is bool:
+        return bool(shown)
     if spec.kind is int:
         return int(shown)
     if spec.percent:
@@ -97,11 +115,17 @@ def param_value(spec: FieldSpec, shown: float) -> float:
     return round(shown, PLAIN_DECIMALS)
 
 
-def _make_control(spec: FieldSpec) -> SpinBox | FloatSpinBox:
+def _make_control(spec: FieldSpec) -> SpinBox | FloatSpinBox | CheckBox:
+    """The control of one field: a check box (bool), a spin box (int) or a float spin box."""
+    origin = (f"darktable's '{spec.darktable_name}'" if spec.darktable_name is not None
+              else "not in darktable")
+    if spec.kind is bool:
+        return CheckBox(name=spec.name, label=spec.label, value=bool(spec.default),
+                        tooltip=f"{spec.help}\n\nOn or off; {origin}.")
     factor = 100.0 if spec.percent else 1.0
     unit = " %" if spec.percent else (" px" if spec.name.startswith("radius") else "")
     tooltip = (f"{spec.help}\n\nRange {spec.minimum * factor:g} to {spec.maximum * factor:g}"
-               f"{unit}; darktable's '{spec.darktable_name}'.")
+               f"{unit}; {origin}.")
     common = dict(name=spec.name, label=spec.label, tooltip=tooltip,
                   min=spec.minimum * factor, max=spec.maximum * factor)
     if spec.kind is int:
@@ -122,6 +146,31 @@ class _Header(str):
     """A section title in the widget list; becomes a bold full-width QLabel."""
 
 
+class _PresetMenu(ComboBox):
+    """The preset menu: its group titles (:data:`GROUP_TITLES`) are shown but disabled.
+
+    magicgui keeps the entries it already has where they are when the choices change
+    (a new entry goes last); this menu is rebuilt in the order of its choices instead,
+    keeping its value when it is still there.
+    """
+
+    def reset_choices(self, *_: Any) -> None:
+        """Rebuild the entries from the choices callable, titles disabled."""
+        value = self.value
+        with self.changed.blocked():
+            self.native.clear()
+            super().reset_choices()
+            if value in self.choices:
+                self.value = value
+        model = self.native.model()
+        titles = set(GROUP_TITLES.values())
+        for index in range(self.native.count()):
+            if self.native.itemText(index) in titles:
+                item = model.item(index)
+                item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsEnabled
+                              & ~Qt.ItemFlag.ItemIsSelectable)
+
+
 class _Cancelled(Exception):
     """Raised from the progress callback when the user pressed Cancel."""
 
@@ -133,14 +182,21 @@ class _ProgressRelay(QObject):
 
 
 @dataclasses.dataclass(frozen=True)
-class _Job:
+class _Source:
+    """The input as the api takes it, read from the input controls (see ``_source``)."""
+
     layer: Layer
-    params: DiffuseParams
-    preset: str
     channel_axis: int | None
+    value_range: str | tuple[float, float]
     mask: np.ndarray | None
     backend: str
-    value_range: tuple[float, float] | None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Job:
+    source: _Source
+    params: DiffuseParams
+    preset: str
     want_mask: bool
     want_variance: bool
 
@@ -154,25 +210,32 @@ class _Outcome:
     seconds: float
 
 
-def _compute(job: _Job, progress: Callable[[int, int], None]) -> _Outcome | None:
-    """The worker's task: run the api; None when cancelled.
+def _cancellable(compute: Callable, job, progress: Callable[[int, int], None]):
+    """The worker's task: ``compute(job, progress)``, or None when Cancel stopped it."""
+    try:
+        return compute(job, progress)
+    except _Cancelled:
+        return None
+
+
+def _compute(job: _Job, progress: Callable[[int, int], None]) -> _Outcome:
+    """Run the api on the job's input.
 
     Dask data is passed through: the api returns lazy arrays, computed when napari
     shows them, so there is no progress to report (nor anything to cancel) here.
     """
     start = time.perf_counter()
-    common = dict(channel_axis=job.channel_axis, value_range=job.value_range)
-    lazy = tiling.is_dask(job.layer.data)
-    try:
-        result = api.diffuse(job.layer.data, job.params, mask=job.mask, backend=job.backend,
-                             progress=None if lazy else progress, **common)
-    except _Cancelled:
-        return None
-    mask = api.luminance_mask(job.layer.data, job.params, **common) if job.want_mask else None
+    source = job.source
+    data = source.layer.data
+    common = dict(channel_axis=source.channel_axis, value_range=source.value_range)
+    lazy = tiling.is_dask(data)
+    result = api.diffuse(data, job.params, mask=source.mask, backend=source.backend,
+                         progress=None if lazy else progress, **common)
+    mask = api.luminance_mask(data, job.params, **common) if job.want_mask else None
     variance = limits = None
     if job.want_variance:
-        variance = api.variance_map(job.layer.data, job.params, mask=job.mask,
-                                    backend=job.backend, **common)
+        variance = api.variance_map(data, job.params, mask=source.mask,
+                                    backend=source.backend, **common)
         first_plane = np.asarray(variance[(0,) * (variance.ndim - 2)])
         low, high = np.percentile(first_plane, [0.5, 99.5])
         limits = (float(low), float(max(high, low + 1e-6)))
@@ -192,7 +255,7 @@ def _rasterise(mask_layer: Labels | Shapes, spatial: tuple[int, ...], full: tupl
     return mask_layer.to_labels(labels_shape=shape) != 0
 
 
-class DiffuseWidget(Container):
+class DiffuseWidget(CalibrateMixin, Container):
     """darktable's *diffuse or sharpen* as a napari dock widget.
 
     Parameters
@@ -207,13 +270,16 @@ class DiffuseWidget(Container):
     >>> widget.preset.value = "denoise: medium"   # doctest: +SKIP
     >>> widget.iterations.value = 8               # doctest: +SKIP
     >>> worker = widget.run()                     # doctest: +SKIP
+    >>> worker = widget.calibrate()               # doctest: +SKIP
     """
 
     def __init__(self, viewer: napari.viewer.Viewer):
         super().__init__(scrollable=True)
         self._viewer = viewer
         self._applying_preset = False
+        self._calibrated: DiffuseParams | None = None  # the last calibration's result
         self._worker: FunctionWorker | None = None
+        self._busy_with = ""  # what the worker does, for "already running" messages
         self._cancel = threading.Event()
         self._relay = _ProgressRelay()
         self._relay.progressed.connect(self._on_progress)
@@ -233,20 +299,26 @@ class DiffuseWidget(Container):
                     "luminance mask. Draw it in the image's data coordinates.")
         self.mask.null_string = "none"
         self.value_range = ComboBox(
-            name="value_range", label="intensities", value="as stored",
-            choices=["as stored", "contrast limits"],
+            name="value_range", label="intensities", value="detect",
+            choices=[*_VALUE_RANGES, "contrast limits"],
             tooltip="How pixel values map to the module's 0..1 working range.\n"
+                    "detect: as stored when the data is on a 0..1 scale (darktable's "
+                    "results), else auto, with a warning saying so.\n"
+                    "auto: robust percentiles of the data (0.1 % to 99.9 %, negatives "
+                    "kept) become 0..1: for any units (counts, photons, 12-bit data).\n"
                     "as stored: floats as they are, integers by their type's full range.\n"
-                    "contrast limits: the layer's contrast limits become 0..1 (use for raw "
-                    "camera counts, e.g. 12-bit data in uint16).")
+                    "contrast limits: the layer's contrast limits become 0..1.")
         self.backend = ComboBox(
             name="backend", label="backend", value="auto", choices=list(BACKENDS),
             tooltip="auto: a working OpenCL device if there is one, else NumPy.")
         self.device = self._make_device_control()
-        self.preset = ComboBox(
+        self.preset = _PresetMenu(
             name="preset", label="preset", value=CUSTOM, choices=self._preset_choices,
-            tooltip="darktable's presets and your own. Choosing one sets every control; "
-                    "changing a control afterwards shows 'custom'.")
+            tooltip="Presets for science (microscopy, astronomy), darktable's photographic "
+                    "ones, your own, and after a calibration 'calibrated' (its result). "
+                    "Choosing one sets every control; changing a control afterwards shows "
+                    "'custom'.")
+        self.preset.reset_choices()  # disables the group titles
         self.preset.changed.connect(self._on_preset_chosen)
         self.input.changed.connect(self._on_input_chosen)
 
@@ -292,6 +364,7 @@ class DiffuseWidget(Container):
         self.import_button.changed.connect(self._ask_darktable_file)
 
         widgets += [
+            _Header("calibrate"), *self._make_calibrate_controls(),
             _Header("output"), self.show_luminance_mask, self.show_variance_map,
             Container(widgets=[self.run_button, self.cancel_button], layout="horizontal",
                       labels=False, label=""),
@@ -300,7 +373,7 @@ class DiffuseWidget(Container):
         ]
         self._add_with_headers(widgets)
         for combo in (self.input, self.channel_axis, self.mask, self.value_range, self.backend,
-                      self.preset, self.device):
+                      self.preset, self.device, self.calibration_task, self.calibration_region):
             if combo is not None:  # let long layer and preset names shrink with the dock
                 combo.native.setSizeAdjustPolicy(
                     combo.native.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
@@ -350,7 +423,11 @@ class DiffuseWidget(Container):
         return [(f"axis {axis} (size {size})", axis) for axis, size in enumerate(layer.data.shape)]
 
     def _preset_choices(self, _widget=None) -> list[str]:
-        return [CUSTOM, *list_presets(), *list_user_presets()]
+        choices = [CUSTOM] + ([CALIBRATED] if self._calibrated is not None else [])
+        for group in GROUPS:
+            choices += [GROUP_TITLES[group], *list_presets(group)]
+        user = list_user_presets()
+        return choices + ([GROUP_TITLES["user"], *user] if user else [])
 
     def _make_device_control(self) -> ComboBox | None:
         import napari_diffuse
@@ -403,9 +480,14 @@ class DiffuseWidget(Container):
             getattr(self, spec.name).value = control_value(spec, getattr(params, spec.name))
 
     def _on_preset_chosen(self, name: str) -> None:
-        if name == CUSTOM:
+        if name == CUSTOM or name in GROUP_TITLES.values():
             return
-        params = load_preset(name) if name in list_presets() else load_user_preset(name)
+        if name == CALIBRATED:
+            params = self._calibrated
+        elif name in list_presets():
+            params = load_preset(name)
+        else:
+            params = load_user_preset(name)
         self._applying_preset = True
         try:
             self.set_params(params)
@@ -424,6 +506,8 @@ class DiffuseWidget(Container):
         """
         name = (self.preset_name.value if name is None else name).strip()
         try:
+            if name in (CUSTOM, CALIBRATED, *GROUP_TITLES.values()):
+                raise ValueError(f"{name!r} is an entry of the preset menu; choose another name")
             path = save_user_preset(name, self.params)
         except (ValueError, TypeError, OSError) as err:
             self._fail(f"preset not saved: {err}")
@@ -470,7 +554,7 @@ class DiffuseWidget(Container):
     # ------------------------------------------------------------------ running
     @property
     def running(self) -> bool:
-        """True while a run is in progress."""
+        """True while a run or a calibration is in progress."""
         return self._worker is not None
 
     def run(self) -> FunctionWorker | None:
@@ -480,17 +564,46 @@ class DiffuseWidget(Container):
         -------
         FunctionWorker or None
             The started worker (its ``finished`` signal fires when results are in
-            place), or None when the run was refused: one is already going, or the
-            input is not valid (the reason is shown in napari's notifications).
+            place), or None when the run was refused: a run or a calibration is already
+            going, or the input is not valid (the reason is shown in napari's
+            notifications).
         """
-        if self._worker is not None:
-            show_info("diffuse or sharpen is already running; wait for it or press Cancel")
+        if self._refused_while_busy():
             return None
         try:
-            job = self._make_job()
+            job = _Job(source=self._source(), params=self.params, preset=self.preset.value,
+                       want_mask=self.show_luminance_mask.value,
+                       want_variance=self.show_variance_map.value)
         except (ValueError, TypeError) as err:
             self._fail(str(err))
             return None
+        return self._start(_compute, job, lambda outcome: self._on_returned(job, outcome),
+                           busy_with="diffuse or sharpen", total=job.params.iterations,
+                           status=f"running {job.preset} on {job.source.layer.name}…")
+
+    def cancel(self) -> None:
+        """Ask the running worker to stop after its current iteration (or evaluation)."""
+        if self._worker is not None:
+            self._cancel.set()
+            self.status.value = "cancelling…"
+
+    def _refused_while_busy(self) -> bool:
+        """True, after saying so, while a worker is going."""
+        if self._worker is None:
+            return False
+        show_info(f"{self._busy_with} is already running; wait for it or press Cancel")
+        return True
+
+    def _start(self, compute: Callable, job, on_returned: Callable, *, busy_with: str,
+               total: int, status: str) -> FunctionWorker:
+        """Run ``compute(job, progress)`` in a worker thread, with progress and Cancel.
+
+        Shared by :meth:`run` and :meth:`calibrate`. ``progress(done, total)`` moves the
+        progress bar and raises ``_Cancelled`` once Cancel is pressed, which ends the
+        worker with None. In the GUI thread, ``on_returned`` gets ``compute``'s result
+        (or None); errors are reported as "<busy_with> failed: ..."; warnings become
+        napari notifications.
+        """
         self._cancel.clear()
         relay = self._relay
 
@@ -500,26 +613,23 @@ class DiffuseWidget(Container):
                 raise _Cancelled
 
         worker = create_worker(  # connecting "errored" here stops the default re-raise
-            _compute, job, progress, _start_thread=False,
-            _connect={"returned": lambda outcome: self._on_returned(job, outcome),
-                      "errored": self._on_errored, "finished": self._on_finished,
+            _cancellable, compute, job, progress, _start_thread=False,
+            _connect={"returned": on_returned,
+                      "errored": lambda err: self._on_errored(busy_with, err),
+                      "finished": self._on_finished,
                       "warned": lambda warning: show_warning(str(warning[0]))})
         self._worker = worker
-        self.run_button.enabled = False
+        self._busy_with = busy_with
+        self.run_button.enabled = self.calibrate_button.enabled = False
         self.cancel_button.enabled = True
-        self.progress.max = max(1, job.params.iterations)
+        self.progress.max = max(1, total)
         self.progress.value = 0
-        self.status.value = f"running {job.preset} on {job.layer.name}…"
+        self.status.value = status
         worker.start()
         return worker
 
-    def cancel(self) -> None:
-        """Ask the running worker to stop after its current iteration."""
-        if self._worker is not None:
-            self._cancel.set()
-            self.status.value = "cancelling…"
-
-    def _make_job(self) -> _Job:
+    def _source(self) -> _Source:
+        """Read the input controls; raise ValueError/TypeError naming what is wrong."""
         layer = self.input.value
         if layer is None:
             raise ValueError("choose an input Image layer first")
@@ -532,44 +642,43 @@ class DiffuseWidget(Container):
                              "add its full-resolution level as its own Image layer")
         channel_axis = -1 if layer.rgb else self.channel_axis.value
         data = layer.data
-        intensity.check_image(data, channel_axis)  # bad shapes and dtypes, before any work
-        value_range = None
+        # bad shapes and dtypes, before any work ("dtype" reads no data)
+        intensity.check_image(data, channel_axis, "dtype")
         if self.value_range.value == "contrast limits":
-            low, high = (float(v) for v in layer.contrast_limits)
-            value_range = (low, high)
+            value_range = tuple(float(v) for v in layer.contrast_limits)
+        else:
+            value_range = _VALUE_RANGES[self.value_range.value]
         mask = None
         if self.mask.value is not None:
             axis = None if channel_axis is None else channel_axis % data.ndim
             full = tuple(n for i, n in enumerate(data.shape) if i != axis)
             mask = _rasterise(self.mask.value, full[-2:], full)
-        return _Job(layer=layer, params=self.params,
-                    preset=self.preset.value, channel_axis=channel_axis, mask=mask,
-                    backend=self.backend.value, value_range=value_range,
-                    want_mask=self.show_luminance_mask.value,
-                    want_variance=self.show_variance_map.value)
+        return _Source(layer=layer, channel_axis=channel_axis, value_range=value_range,
+                       mask=mask, backend=self.backend.value)
 
     def _on_progress(self, done: int, total: int) -> None:
         self.progress.max = max(1, total)
         self.progress.value = min(done, total)
 
     def _on_returned(self, job: _Job, outcome: _Outcome | None) -> None:
+        layer = job.source.layer
         if outcome is None:
-            self._say(f"cancelled: {job.preset} on {job.layer.name!r}; no layer was changed")
+            self._say(f"cancelled: {job.preset} on {layer.name!r}; no layer was changed")
             return
         self._publish(job, outcome)
         self.progress.value = self.progress.max
-        self._say(f"{job.layer.name} [{job.preset}] done in {outcome.seconds:.1f} s")
+        self._say(f"{layer.name} [{job.preset}] done in {outcome.seconds:.1f} s")
 
-    def _on_errored(self, err: Exception) -> None:
+    def _on_errored(self, busy_with: str, err: Exception) -> None:
         if isinstance(err, (ValueError, TypeError, RuntimeError, MemoryError)):
-            self._fail(f"diffuse or sharpen failed: {err}")
+            self._fail(f"{busy_with} failed: {err}")
         else:  # a bug: let napari show it with its traceback
             self.status.value = f"internal error: {err!r}"
             raise err
 
     def _on_finished(self) -> None:
         self._worker = None
-        self.run_button.enabled = True
+        self.run_button.enabled = self.calibrate_button.enabled = True
         self.cancel_button.enabled = False
 
     def _say(self, message: str) -> None:
@@ -582,11 +691,11 @@ class DiffuseWidget(Container):
 
     # ------------------------------------------------------------------ output layers
     def _publish(self, job: _Job, outcome: _Outcome) -> None:
-        layer = job.layer
+        layer = job.source.layer
+        channel_axis = job.source.channel_axis
         source = str(layer.unique_id)
         kept_axes = [i for i in range(layer.ndim)
-                     if layer.rgb or job.channel_axis is None
-                     or i != job.channel_axis % layer.ndim]
+                     if layer.rgb or channel_axis is None or i != channel_axis % layer.ndim]
         placement = dict(scale=layer.scale, translate=layer.translate)
         reduced = dict(scale=[layer.scale[i] for i in kept_axes],
                        translate=[layer.translate[i] for i in kept_axes])
