@@ -13,19 +13,20 @@ __all__ = ["fluorescence", "blurred", "stars"]
 _LAYER_STYLES = {  # sample name -> (layer name, napari Image layer properties)
     "fluorescence": ("noisy fluorescence", {"colormap": "green", "contrast_limits": (0.0, 0.8)}),
     "blurred": ("blurred photo", {"rgb": True, "contrast_limits": (0.0, 1.0)}),
-    "stars": ("saturated stars", {"colormap": "gray", "contrast_limits": (0.0, 2.0)}),
+    "stars": ("saturated stars", {"colormap": "gray", "contrast_limits": (0.0, 1.0)}),
 }
 
 
 def _layer_data(sample: str) -> list[tuple]:
-    function, description, preset = SAMPLES[sample]
+    entry = SAMPLES[sample]
     name, style = _LAYER_STYLES[sample]
-    metadata = {"napari_diffuse": {"suggested_preset": preset, "description": description}}
-    return [(function(), {"name": name, "metadata": metadata, **style}, "image")]
+    metadata = {"napari_diffuse": {"suggested_preset": entry.preset,
+                                   "description": entry.description}}
+    return [(entry.make(), {"name": name, "metadata": metadata, **style}, "image")]
 
 
 def fluorescence() -> list[tuple]:
-    """Noisy widefield-fluorescence-like image (suits *denoise: fine*)."""
+    """Low-light widefield-fluorescence-like image (suits *fluorescence: low light*)."""
     return _layer_data("fluorescence")
 
 
@@ -35,5 +36,5 @@ def blurred() -> list[tuple]:
 
 
 def stars() -> list[tuple]:
-    """Hubble deep-field crop with clipped star cores (suits *inpaint highlights*)."""
+    """Hubble deep-field crop with clipped star cores (suits *astro: saturated star cores*)."""
     return _layer_data("stars")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .api import diffuse
+from .api import diffuse, resolve_params
 from .backends import BACKENDS
 from .calibrate import calibrate
 from .params import FIELDS, DiffuseParams
@@ -248,19 +248,32 @@ def _centre_crop(image: np.ndarray, size: int = 256) -> np.ndarray:
     return image[top:top + size, left:left + size]
 
 
+def _calibrate_sample(image: np.ndarray, sample, channel_axis: int | None, backend: str):
+    """The demo's calibration of a sample, reported on stdout."""
+    params, report = calibrate(image, sample.calibrate, channel_axis=channel_axis,
+                               backend=backend, extra_output=True)
+    print(f"{sample.description}: calibrated in {report.seconds:.1f} s, self-supervised loss "
+          f"{report.loss:.3g} (input {report.input_loss:.3g}): {params.to_json()}")
+    return params
+
+
 def _demo(args: argparse.Namespace) -> None:
     import imageio.v3 as iio
 
     from .sample_data import SAMPLES
 
     rows = []  # one before|after pair of 1:1 crops per sample
-    for name, (make, description, preset) in SAMPLES.items():
-        before = make()
+    for name, sample in SAMPLES.items():
+        before = sample.make()
         channel_axis = -1 if before.ndim == 3 else None
-        bar = _ProgressBar(f"{description} [{preset}]")
+        params, label = resolve_params(preset=sample.preset), sample.preset
+        if sample.calibrate is not None:
+            params = _calibrate_sample(before, sample, channel_axis, args.backend)
+            label = f"calibrated {sample.calibrate}"
+        bar = _ProgressBar(f"{sample.description} [{label}]")
         try:
-            after = diffuse(before, preset=preset, channel_axis=channel_axis,
-                            backend=args.backend, progress=bar)
+            after = diffuse(before, params, channel_axis=channel_axis, backend=args.backend,
+                            progress=bar)
         finally:
             bar.close()
         write_image(args.out / f"{name}-before.tif", before, channel_axis)
