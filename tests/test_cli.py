@@ -63,7 +63,7 @@ def test_bad_input_exits_2_with_a_message(tmp_path):
 
 
 def test_demo_writes_results_and_a_before_after_picture(tmp_path):
-    result = cli("demo", "--out", tmp_path / "demo", "--backend", "numpy")
+    result = cli("demo", "--out", tmp_path / "demo", "--backend", "opencl")
     assert result.returncode == 0, result.stderr
     picture = iio.imread(tmp_path / "demo" / "before_after.png")
     assert picture.ndim == 3 and picture.shape[1] == 512 and picture[..., :3].std() > 10
