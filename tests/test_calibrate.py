@@ -174,3 +174,28 @@ def test_calibration_works_in_the_same_units_as_diffuse():
         out = diffuse(counts, params, backend=BACKEND)
     reference = diffuse(noisy, params, backend=BACKEND, value_range="auto")
     np.testing.assert_allclose(out / 1000, reference, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "opencl"])
+def test_checkpoints_hand_over_what_separate_runs_give(backend):
+    """One run with checkpoints equals a run per iteration count, and can stop early."""
+    from napari_diffuse.backends import get_solver
+    from napari_diffuse.plan import Checkpoints, make_plan
+
+    solver = get_solver(backend)
+    image = poisson_gaussian(scene(48), peak=20)[..., None]
+    params = DiffuseParams.from_preset("denoise: fine").replace(iterations=6)
+    seen = {}
+
+    def handle(done, current):
+        seen[done] = current.copy()
+        return done < 4
+
+    last = solver.solve(image, make_plan(params), checkpoints=Checkpoints(frozenset({2, 4, 6}),
+                                                                          handle))
+    assert sorted(seen) == [2, 4]  # stopped after 4
+    for done, current in seen.items():
+        separate = solver.solve(image, make_plan(params.replace(iterations=done)))
+        np.testing.assert_allclose(current, separate, atol=1e-6)
+    np.testing.assert_array_equal(last, seen[4])
+    assert not np.allclose(seen[2], seen[4], atol=1e-4)  # the comparison can fail

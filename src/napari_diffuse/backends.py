@@ -2,7 +2,8 @@
 
 Every solver module offers the same two functions, with the same arguments and
 (within float32 rounding) the same results:
-``solve(image, plan, mask=None, *, origin, full_width, progress)`` and
+``solve(image, plan, mask=None, *, origin, full_width, progress, checkpoints)`` (see
+:class:`~napari_diffuse.plan.Checkpoints`) and
 ``variance_map(image, plan, mask=None, *, origin, full_width)`` (``mask=None``: darktable's
 luminance mask when the plan's ``luminance_threshold`` is above 0, else none), and the flag
 ``TILES_ON_DEVICE``: True when the solver fits any image to its device itself, holding

@@ -30,9 +30,9 @@ the 1st and 3rd order anisotropies, the radius span, the edge sensitivity and
 threshold), each field line-searched up and down from the current best, two passes.
 The central radius stays 0: searching it too gained 0.01 dB on the benchmark's eight
 denoising cases for 8 % more time. The number of iterations
-is not searched by re-running: each candidate runs once, in steps, and the loss is read
-after every step (diffusion continues from its own output, so 8 + 8 iterations are 16),
-keeping the best count and stopping once the loss has clearly turned up.
+is not searched by re-running: each candidate runs once on the solver, which hands over
+its result at 4, 8, 12, ... 128 iterations (:class:`~napari_diffuse.plan.Checkpoints`);
+the best count is kept and the run stops once the loss has clearly turned up.
 
 ``task="inpaint"`` sets the radius and a lower bound on the iterations from the largest
 hole (its distance transform), so that every hole is filled, and chooses the speeds,
@@ -52,7 +52,9 @@ from scipy import ndimage
 
 from . import intensity
 from .api import diffuse
+from .backends import get_solver
 from .params import DiffuseParams
+from .plan import Checkpoints, make_plan
 
 __all__ = ["Calibration", "calibrate", "estimate_noise"]
 
@@ -102,10 +104,12 @@ class Calibration:
 
 
 class _Evaluator:
-    """Runs candidates through :func:`diffuse`, caches their loss, reports progress."""
+    """Runs candidates (denoising: on the solver, with checkpoints; inpainting: through
+    :func:`diffuse`), caches their loss, reports progress."""
 
     def __init__(self, backend: str, progress: Progress | None, budget: int):
         self.backend, self.progress, self.budget = backend, progress, budget
+        self.solver = get_solver(backend)
         self.cache: dict[DiffuseParams, tuple[float, int]] = {}
 
     def run(self, work: np.ndarray, params: DiffuseParams, mask=None) -> np.ndarray:
@@ -288,28 +292,33 @@ def _recorrupt(work: np.ndarray, noise: tuple[float, float]) -> _Recorrupted:
 
 def _denoise_curve(evaluator: _Evaluator, data: _Recorrupted,
                    params: DiffuseParams) -> tuple[float, int]:
-    """Best (loss, iterations) of ``params`` over :data:`_CHECKPOINTS`, in one stepped run."""
+    """Best (loss, iterations) of ``params`` over :data:`_CHECKPOINTS`, in one run.
+
+    The solver hands over its result at each checkpoint; the run stops once the loss
+    has turned up twice in a row (or is no longer finite).
+    """
     key = params.replace(iterations=1)
     if key in evaluator.cache:
         return evaluator.cache[key]
-    current, done = data.inputs, 0
-    best, best_iterations, rising = math.inf, _CHECKPOINTS[0], 0
+    state = {"best": math.inf, "iterations": _CHECKPOINTS[0], "rising": 0}
+
+    def handle(done: int, current: np.ndarray) -> bool:
+        loss = data.loss(current)
+        if not math.isfinite(loss):
+            return False
+        if loss < state["best"]:
+            state.update(best=loss, iterations=done, rising=0)
+        elif loss > state["best"] * _TURNED_UP:
+            state["rising"] += 1
+        return state["rising"] < 2
+
+    plan = make_plan(params.replace(iterations=_CHECKPOINTS[-1]))
     with np.errstate(over="ignore", invalid="ignore"):
-        for target in _CHECKPOINTS:
-            current = evaluator.run(current, params.replace(iterations=target - done))
-            done = target
-            loss = data.loss(current)
-            if not math.isfinite(loss):
-                break
-            if loss < best:
-                best, best_iterations, rising = loss, target, 0
-            elif loss > best * _TURNED_UP:
-                rising += 1
-                if rising == 2:
-                    break
-    evaluator.cache[key] = (best, best_iterations)
+        evaluator.solver.solve(data.inputs, plan, None,
+                               checkpoints=Checkpoints(frozenset(_CHECKPOINTS), handle))
+    evaluator.cache[key] = (state["best"], state["iterations"])
     evaluator.tick()
-    return best, best_iterations
+    return evaluator.cache[key]
 
 
 def _coordinate_search(evaluate: Callable[[DiffuseParams], float], start: DiffuseParams,

@@ -20,7 +20,7 @@ import numpy as np
 
 from .intensity import above_threshold
 from .noise import inpaint_noise
-from .plan import GRADIENT, ISOPHOTE, ISOTROPIC, Plan, ScaleStep
+from .plan import GRADIENT, ISOPHOTE, ISOTROPIC, Checkpoints, Plan, ScaleStep
 
 __all__ = ["TILES_ON_DEVICE", "solve", "variance_map", "inpaint_start", "keep_saturated"]
 
@@ -304,7 +304,8 @@ def _one_iteration(src: np.ndarray, out: np.ndarray, plan: Plan, mask: np.ndarra
 
 def solve(image: np.ndarray, plan: Plan, mask: np.ndarray | None = None, *,
           origin: tuple[int, int] = (0, 0), full_width: int | None = None,
-          progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+          progress: Callable[[int, int], None] | None = None,
+          checkpoints: Checkpoints | None = None) -> np.ndarray:
     """Run darktable's diffuse-or-sharpen on one float32 image.
 
     Parameters
@@ -323,6 +324,8 @@ def solve(image: np.ndarray, plan: Plan, mask: np.ndarray | None = None, *,
         Position of this array in a larger image, for the inpainting noise seeds.
     progress : callable, optional
         Called as ``progress(done, total)`` after each iteration; it may raise to stop.
+    checkpoints : Checkpoints, optional
+        Hand over intermediate results; may stop the run early.
 
     Returns
     -------
@@ -342,6 +345,8 @@ def solve(image: np.ndarray, plan: Plan, mask: np.ndarray | None = None, *,
         current = target
         if progress is not None:
             progress(it + 1, plan.iterations)
+        if checkpoints is not None and not checkpoints.go_on(it + 1, current):
+            break
     keep_saturated(current, original, mask, plan)
     return current
 

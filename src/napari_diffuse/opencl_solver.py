@@ -37,7 +37,7 @@ import pyopencl.cltypes as cltypes
 
 from . import numpy_solver
 from .opencl_devices import OpenCLUnavailable, select_device
-from .plan import VARIANCE_MAP_REACH, Plan
+from .plan import VARIANCE_MAP_REACH, Checkpoints, Plan
 from .resources import data_dir
 
 __all__ = ["Engine", "KERNEL_FILES", "TILES_ON_DEVICE", "configure", "engine", "plan_tiles",
@@ -491,7 +491,8 @@ class Engine:
 
     def solve(self, image: np.ndarray, plan: Plan, mask: np.ndarray | None = None, *,
               origin: tuple[int, int] = (0, 0), full_width: int | None = None,
-              progress: Progress | None = None, events: list | None = None) -> np.ndarray:
+              progress: Progress | None = None, events: list | None = None,
+              checkpoints: Checkpoints | None = None) -> np.ndarray:
         """:func:`napari_diffuse.numpy_solver.solve` on this device.
 
         ``events``, if given, receives ``((kind, scale), pyopencl.Event)`` for every
@@ -508,7 +509,10 @@ class Engine:
         if tiles is None:
             self._warn_too_large(image.shape, overlap)
             return numpy_solver.solve(image, plan, mask, origin=origin, full_width=full_width,
-                                      progress=progress)
+                                      progress=progress, checkpoints=checkpoints)
+        if checkpoints is not None and len(tiles) > 1:
+            raise ValueError(f"checkpoints need the image ({image.shape}) to fit the device in "
+                             f"one piece; it needs {len(tiles)} tiles")
         out = np.empty_like(image)
         total = len(tiles) * plan.iterations
         with self._lock:
@@ -517,13 +521,14 @@ class Engine:
                     report = None if progress is None else (
                         lambda done, _total, t=t: progress(t * plan.iterations + done, total))
                     self._solve_tile(image, out, tile, plan, mask, origin, full_width, report,
-                                     events, single=len(tiles) == 1)
+                                     events, single=len(tiles) == 1, checkpoints=checkpoints)
             finally:
                 self.queue.finish()
         return out
 
     def _solve_tile(self, image, out, tile: _Tile, plan: Plan, mask, origin, full_width,
-                    progress: Progress | None, events, single: bool) -> None:
+                    progress: Progress | None, events, single: bool,
+                    checkpoints: Checkpoints | None = None) -> None:
         src = image if single else np.ascontiguousarray(image[tile.rows, tile.cols])
         shape = src.shape
         program = self._program_for(shape[2])
@@ -547,6 +552,11 @@ class Engine:
                     previous.wait()
                     progress(it, plan.iterations)
                 previous = last
+            if checkpoints is not None and it + 1 in checkpoints.at:
+                current = np.empty_like(src)
+                self._download(current, image_buf, events)
+                if not checkpoints.go_on(it + 1, current):
+                    break
         if progress is not None:
             previous.wait()
             progress(plan.iterations, plan.iterations)
@@ -675,14 +685,14 @@ def _device_errors():
 
 def solve(image: np.ndarray, plan: Plan, mask: np.ndarray | None = None, *,
           origin: tuple[int, int] = (0, 0), full_width: int | None = None,
-          progress: Progress | None = None) -> np.ndarray:
+          progress: Progress | None = None, checkpoints: Checkpoints | None = None) -> np.ndarray:
     """Run darktable's diffuse-or-sharpen on one float32 image, on the OpenCL device.
 
     Same parameters and result as :func:`napari_diffuse.numpy_solver.solve`.
     """
     with _device_errors():
         return engine().solve(image, plan, mask, origin=origin, full_width=full_width,
-                              progress=progress)
+                              progress=progress, checkpoints=checkpoints)
 
 
 def variance_map(image: np.ndarray, plan: Plan, mask: np.ndarray | None = None, *,

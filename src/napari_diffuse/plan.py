@@ -8,13 +8,14 @@ solvers start from bit-identical constants.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import numpy as np
 
 from .params import DiffuseParams
 
-__all__ = ["B_SPLINE_SIGMA", "MAX_SCALES", "Plan", "ScaleStep", "make_plan", "num_scales",
-           "reach_per_iteration"]
+__all__ = ["B_SPLINE_SIGMA", "MAX_SCALES", "Checkpoints", "Plan", "ScaleStep", "make_plan",
+           "num_scales", "reach_per_iteration"]
 
 F32 = np.float32
 #: Standard deviation of the 5-tap B-spline (1 4 6 4 1)/16 as a Gaussian.
@@ -87,6 +88,25 @@ class Plan:
     def reach_per_iteration(self) -> int:
         """Pixels one iteration reaches in each direction, ``3 * (2**scales - 1)``."""
         return 3 * ((1 << self.scales) - 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class Checkpoints:
+    """Intermediate results a solver hands over during one run.
+
+    After each iteration count in ``at``, the solver calls ``handle(done, current)``
+    with the ``(H, W, C)`` result so far (valid only during the call: copy what you
+    keep); when it returns False the run stops there and returns that result. Self-
+    calibration reads a setting's whole error curve from one run this way. Only for
+    images the solver runs in one piece (the OpenCL solver refuses tiled runs).
+    """
+
+    at: frozenset[int]
+    handle: Callable[[int, np.ndarray], bool]
+
+    def go_on(self, done: int, current: np.ndarray) -> bool:
+        """Hand ``current`` over if ``done`` is a checkpoint; return whether to go on."""
+        return done not in self.at or bool(self.handle(done, current))
 
 
 def _mode(anisotropy: float) -> int:
