@@ -18,7 +18,7 @@ npe2 = pytest.importorskip("npe2")
 from magicgui.widgets import CheckBox  # noqa: E402
 from napari.utils.notifications import notification_manager  # noqa: E402
 
-from napari_diffuse import api  # noqa: E402
+from napari_diffuse import IntensityWarning, api  # noqa: E402
 from napari_diffuse.params import FIELDS, DiffuseParams  # noqa: E402
 from napari_diffuse.presets import list_presets, load_preset  # noqa: E402
 from napari_diffuse.user_presets import CONFIG_DIR_VARIABLE, list_user_presets  # noqa: E402
@@ -293,7 +293,8 @@ def test_contrast_limits_can_set_the_value_range(viewer, widget, qtbot):
 
 @pytest.mark.parametrize("choice, value_range", [("detect", None), ("auto", "auto"),
                                                  ("as stored", "dtype")])
-def test_intensities_choose_the_value_range(viewer, widget, qtbot, choice, value_range):
+def test_intensities_choose_the_value_range(viewer, widget, qtbot, messages, choice,
+                                            value_range):
     counts = np.random.default_rng(5).integers(100, 4000, (32, 32)).astype(np.uint16)
     widget.input.value = viewer.add_image(counts, name="camera")
     widget.set_params(FAST)
@@ -301,8 +302,14 @@ def test_intensities_choose_the_value_range(viewer, widget, qtbot, choice, value
     widget.value_range.value = choice
     run_and_wait(widget, qtbot)
     result = viewer.layers["camera [custom]"].data
-    np.testing.assert_array_equal(result, api.diffuse(counts, FAST, value_range=value_range))
-    other = "auto" if value_range == "dtype" else "dtype"  # detect: 12-bit data -> auto
+    if value_range is None:  # detect: 12-bit data -> auto, with a warning (the widget's notice)
+        assert any("value_range='auto'" in text for text in messages.texts("warning"))
+        with pytest.warns(IntensityWarning):
+            expected = api.diffuse(counts, FAST, value_range=value_range)
+    else:
+        expected = api.diffuse(counts, FAST, value_range=value_range)
+    np.testing.assert_array_equal(result, expected)
+    other = "auto" if value_range == "dtype" else "dtype"
     assert not np.array_equal(result, api.diffuse(counts, FAST, value_range=other))
 
 
