@@ -16,5 +16,4 @@ from .tiling import SeamWarning
 
 __version__ = "0.1.0"
 __all__ = ["Calibration", "DiffuseParams", "IntensityWarning", "SeamWarning", "calibrate",
-           "diffuse", "list_devices",
-           "list_presets", "luminance_mask", "variance_map"]
+           "diffuse", "list_devices", "list_presets", "luminance_mask", "variance_map"]

@@ -96,7 +96,7 @@ FIELDS: tuple[FieldSpec, ...] = (
               False, "Inpainted channels that were at or above the luminance masking "
               "threshold (clipped highlights, saturated star cores) stay at least at that "
               "threshold, so star cores keep their flux instead of turning into rings. Only "
-              "acts when the luminance masking threshold is above 0 % or a mask is given."),
+              "acts when the luminance masking threshold is above 0 %."),
 )
 
 _BY_NAME = {f.name: f for f in FIELDS}
