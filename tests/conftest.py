@@ -1,4 +1,4 @@
-"""Shared fixtures: where darktable's reference vectors are."""
+"""Shared fixtures: where darktable's reference vectors are, and a working OpenCL device."""
 
 from __future__ import annotations
 
@@ -28,3 +28,21 @@ def reference_dir() -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return REFERENCE_DIR
+
+
+def require_opencl() -> None:
+    """Skip the calling test without a working OpenCL device; fail instead in CI (PoCL)."""
+    from napari_diffuse.backends import get_solver
+
+    try:
+        get_solver("opencl")
+    except RuntimeError as error:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI needs an OpenCL device (PoCL): {error}")
+        pytest.skip(f"no OpenCL device here: {error}")
+
+
+@pytest.fixture(scope="session")
+def opencl_device() -> None:
+    """A working OpenCL device: required in CI, skipped elsewhere when missing."""
+    require_opencl()

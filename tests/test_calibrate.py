@@ -9,7 +9,13 @@ from scipy import ndimage
 from napari_diffuse import DiffuseParams, IntensityWarning, calibrate, diffuse, list_presets
 from napari_diffuse.calibrate import estimate_noise
 
-BACKEND = "opencl"  # PoCL in CI: the NumPy solver gives the same results, 10x slower
+BACKEND = "opencl"  # PoCL in CI: the NumPy solver gives the same results, 17x slower
+
+
+@pytest.fixture(autouse=True)
+def _needs_opencl(request):
+    if "numpy" not in request.node.name:
+        request.getfixturevalue("opencl_device")
 
 
 def psnr(truth, estimate):
@@ -32,7 +38,7 @@ def poisson_gaussian(clean: np.ndarray, peak: float, read_noise: float = 0.01,
 
 
 @pytest.fixture(scope="module")
-def denoise_case():
+def denoise_case(opencl_device):
     clean = scene()
     noisy = poisson_gaussian(clean, peak=20)
     params, report = calibrate(noisy, backend=BACKEND, extra_output=True)

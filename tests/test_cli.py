@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -19,9 +20,13 @@ def cli(*args, cwd=None):
 
 
 def test_presets_lists_all():
-    result = cli("presets")
+    """Each group's presets, one per line (name, two spaces, description), science first."""
+    result = cli("presets", cwd=None)
     assert result.returncode == 0
-    assert all(name in result.stdout for name in list_presets())
+    lines = result.stdout.splitlines()
+    listed = [line.strip().split("  ")[0] for line in lines if line.startswith("  ")]
+    assert listed == list_presets("science") + list_presets("darktable")
+    assert lines.index("science:") < lines.index("darktable:")
 
 
 def test_run_on_a_tiff_stack_with_overrides(tmp_path):
@@ -47,10 +52,15 @@ def test_run_on_an_rgb_png(tmp_path):
 def test_bad_input_exits_2_with_a_message(tmp_path):
     (tmp_path / "in.tif").write_bytes(b"")
     tifffile.imwrite(tmp_path / "ok.tif", np.zeros((8, 8), np.float32))
-    assert "iterations" in cli("run", tmp_path / "ok.tif", "-o", tmp_path / "o.tif", "--set",
-                               "iterations=900").stderr
-    assert "FIELD=VALUE" in cli("run", tmp_path / "ok.tif", "-o", tmp_path / "o.tif", "--set",
-                                "speed=1").stderr
+    out_of_range = cli("run", tmp_path / "ok.tif", "-o", tmp_path / "o.tif", "--set",
+                       "iterations=900")
+    assert out_of_range.returncode == 2
+    assert re.fullmatch(r"napari-diffuse: error: iterations=900(\.0)? is out of range "
+                        r"\(accepted range: 0 to 500\)", out_of_range.stderr.strip().splitlines()[-1])
+    unknown = cli("run", tmp_path / "ok.tif", "-o", tmp_path / "o.tif", "--set", "speed=1")
+    assert unknown.returncode == 2 and "Traceback" not in unknown.stderr
+    assert unknown.stderr.strip().splitlines()[-1].startswith(
+        "napari-diffuse: error: --set 'speed=1': expected FIELD=VALUE with FIELD one of")
     missing_device = subprocess.run(
         [sys.executable, "-m", "napari_diffuse.cli", "run", str(tmp_path / "ok.tif"), "-o",
          str(tmp_path / "o.tif"), "--backend", "opencl"], capture_output=True, text=True,
@@ -62,7 +72,7 @@ def test_bad_input_exits_2_with_a_message(tmp_path):
     assert cli("run", tmp_path / "in.tif", "-o", tmp_path / "o.tif").returncode == 2
 
 
-def test_demo_writes_results_and_a_before_after_picture(tmp_path):
+def test_demo_writes_results_and_a_before_after_picture(tmp_path, opencl_device):
     result = cli("demo", "--out", tmp_path / "demo", "--backend", "opencl")
     assert result.returncode == 0, result.stderr
     picture = iio.imread(tmp_path / "demo" / "before_after.png")

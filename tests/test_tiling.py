@@ -180,7 +180,7 @@ def test_large_numpy_input_is_chunked(monkeypatch):
     np.testing.assert_allclose(chunked, whole, rtol=0, atol=TOLERANCE)
 
 
-def test_opencl_is_not_chunked_on_the_host(monkeypatch):
+def test_opencl_is_not_chunked_on_the_host(monkeypatch, opencl_device):
     # the OpenCL solver tiles on its device: a small host budget must not cut the image
     image = _image((301, 287))
     monkeypatch.setattr(tiling, "MEMORY_BUDGET", 1)
@@ -258,10 +258,16 @@ def test_distributed_cluster():
     np.testing.assert_allclose(result, expected, rtol=0, atol=TOLERANCE)
 
 
-def test_overlap_is_within_the_strict_reach():
-    for name in ("denoise: medium", "dehaze", "bloom"):
+def test_auto_overlap_is_within_the_strict_reach():
+    """The automatic overlap never exceeds the strict reach, iterations x 3 x (2**scales - 1)."""
+    # scales: the first s with the B-spline sigma at s >= 2 (radius + centre), plus one, <= 10
+    for name, scales in (("denoise: medium", 5), ("dehaze", 10), ("bloom", 7)):
         params = DiffuseParams.from_preset(name)
         plan = make_plan(params)
-        cut = tiling.plan_tiling((100, 100), 1, params, plan, depth="full")
-        assert 0 < tiling.influence_depth(params, plan) <= cut.wanted_depth == cut.full_reach
+        assert plan.scales == scales
+        strict = params.iterations * 3 * (2 ** scales - 1)
+        cut = tiling.plan_tiling((100, 100), 1, params, plan, depth="auto")
+        assert cut.full_reach == strict
+        assert 0 < tiling.influence_depth(params, plan) == cut.wanted_depth < strict
+
 

@@ -487,15 +487,11 @@ def test_import_of_a_broken_file_is_refused(widget, tmp_path, messages):
 
 
 # ----------------------------------------------------------------------------- devices
-def test_device_menu_lists_and_chooses_opencl_devices(viewer, monkeypatch):
-    import napari_diffuse
+def test_device_menu_lists_and_chooses_opencl_devices(viewer):
     from napari_diffuse import opencl_devices, opencl_solver
 
     devices = opencl_devices.list_devices()
-    if not devices:
-        pytest.skip("no OpenCL device here")
-    monkeypatch.setattr(napari_diffuse, "list_devices", opencl_devices.list_devices,
-                        raising=False)
+    assert devices, "the tests need an OpenCL device (PoCL in CI)"
     made = DiffuseWidget(viewer)
     assert set(made.device.choices) == {None, *[info.index for info in devices]}
     assert made.device.value is None
@@ -506,19 +502,13 @@ def test_device_menu_lists_and_chooses_opencl_devices(viewer, monkeypatch):
         opencl_solver.configure(device=None)
 
 
-def test_no_device_menu_without_list_devices(viewer, monkeypatch):
-    import napari_diffuse
-
-    monkeypatch.delattr(napari_diffuse, "list_devices", raising=False)
-    assert DiffuseWidget(viewer).device is None
-
-
 @pytest.fixture
 def missing_device():
     """Point the OpenCL solver at a device that does not exist, then restore the default."""
-    from napari_diffuse import opencl_solver
+    from napari_diffuse import backends, opencl_solver
 
     opencl_solver.configure(device="no device is called this")
+    backends._warned.clear()  # the fallback warns once per reason and process
     yield
     opencl_solver.configure(device=None)
 

@@ -324,8 +324,7 @@ class DiffuseWidget(CalibrateMixin, Container):
 
         widgets = [_Header("input"), self.input, self.channel_axis, self.mask,
                    self.value_range, self.backend]
-        widgets += [self.device] if self.device is not None else []
-        widgets += [self.preset]
+        widgets += [self.device, self.preset]
         for section, title in _SECTIONS.items():
             widgets.append(_Header(title))
             for spec in (f for f in FIELDS if f.section == section):
@@ -429,12 +428,9 @@ class DiffuseWidget(CalibrateMixin, Container):
         user = list_user_presets()
         return choices + ([GROUP_TITLES["user"], *user] if user else [])
 
-    def _make_device_control(self) -> ComboBox | None:
-        import napari_diffuse
+    def _make_device_control(self) -> ComboBox:
+        from .opencl_devices import list_devices
 
-        list_devices = getattr(napari_diffuse, "list_devices", None)
-        if list_devices is None:  # a version without the OpenCL backend
-            return None
         device = ComboBox(
             name="device", label="OpenCL device", nullable=True,
             choices=[(str(info), info.index) for info in list_devices()],
