@@ -8,6 +8,7 @@ reimplemented under the GPL-3.0-or-later.
 
 from .api import diffuse, luminance_mask, variance_map
 from .calibrate import Calibration, calibrate
+from .errors import DivergenceError
 from .intensity import IntensityWarning
 from .opencl_devices import list_devices
 from .params import DiffuseParams
@@ -15,5 +16,6 @@ from .presets import list_presets
 from .tiling import SeamWarning
 
 __version__ = "0.1.0"
-__all__ = ["Calibration", "DiffuseParams", "IntensityWarning", "SeamWarning", "calibrate",
-           "diffuse", "list_devices", "list_presets", "luminance_mask", "variance_map"]
+__all__ = ["Calibration", "DiffuseParams", "DivergenceError", "IntensityWarning", "SeamWarning",
+           "calibrate", "diffuse", "list_devices", "list_presets", "luminance_mask",
+           "variance_map"]

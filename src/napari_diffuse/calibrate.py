@@ -53,6 +53,7 @@ from scipy import ndimage
 from . import intensity
 from .api import diffuse
 from .backends import get_solver
+from .errors import DivergenceError
 from .params import DiffuseParams
 from .plan import Checkpoints, make_plan
 
@@ -313,9 +314,11 @@ def _denoise_curve(evaluator: _Evaluator, data: _Recorrupted,
         return state["rising"] < 2
 
     plan = make_plan(params.replace(iterations=_CHECKPOINTS[-1]))
-    with np.errstate(over="ignore", invalid="ignore"):
+    try:
         evaluator.solver.solve(data.inputs, plan, None,
                                checkpoints=Checkpoints(frozenset(_CHECKPOINTS), handle))
+    except DivergenceError:
+        pass  # the checkpoints handed over before it diverged still count
     evaluator.cache[key] = (state["best"], state["iterations"])
     evaluator.tick()
     return evaluator.cache[key]
@@ -412,10 +415,11 @@ def _calibrate_inpaint(work: np.ndarray, mask: np.ndarray, evaluator: _Evaluator
     def evaluate(params: DiffuseParams) -> float:
         if params in evaluator.cache:
             return evaluator.cache[params][0]
-        with np.errstate(over="ignore", invalid="ignore"):
+        try:
             out = evaluator.run(hidden, params, mask=grown)
-        loss = float(np.mean((out[ring] - truth) ** 2))
-        loss = loss if math.isfinite(loss) else math.inf
+            loss = float(np.mean((out[ring] - truth) ** 2))
+        except DivergenceError:
+            loss = math.inf
         evaluator.cache[params] = (loss, params.iterations)
         evaluator.tick()
         return loss
@@ -440,7 +444,8 @@ def calibrate(image, task: str = "denoise", *, mask=None, channel_axis: int | No
         As for :func:`napari_diffuse.diffuse`. A stack is calibrated on its middle plane.
     task : {"denoise", "inpaint"}
         ``"denoise"``: a self-supervised (Recorrupted-to-Recorrupted) search, valid
-        for pixel-independent Poisson-Gaussian noise, whose model it estimates. ``"inpaint"``: fill the
+        for pixel-independent Poisson-Gaussian noise, whose model it estimates.
+        ``"inpaint"``: fill the
         True pixels of ``mask``; radius and iterations from the largest hole, the rest
         by predicting hidden known pixels around the mask.
     mask : array_like of bool, optional

@@ -20,9 +20,19 @@ import numpy as np
 
 from .intensity import above_threshold
 from .noise import inpaint_noise
-from .plan import GRADIENT, ISOPHOTE, ISOTROPIC, Checkpoints, Plan, ScaleStep
+from .plan import (
+    GRADIENT,
+    ISOPHOTE,
+    ISOTROPIC,
+    Checkpoints,
+    Plan,
+    ScaleStep,
+    divergence_bound,
+    divergence_error,
+)
 
-__all__ = ["TILES_ON_DEVICE", "solve", "variance_map", "inpaint_start", "keep_saturated"]
+__all__ = ["TILES_ON_DEVICE", "check_divergence", "inpaint_start", "keep_saturated",
+           "peak_magnitude", "solve", "variance_map"]
 
 #: This solver's buffers (about ``scales + 10`` image copies) live in host memory.
 TILES_ON_DEVICE = False
@@ -88,12 +98,12 @@ def _decompose(src: np.ndarray, hf: np.ndarray, lf: np.ndarray, mult: int) -> No
     def work(r0: int, r1: int) -> None:
         tmp = np.empty((r1 - r0, width + 2 * pc, channels), F32)
         scratch = np.empty_like(tmp)
-        _weighted_sum([(w, _rows(padded, r0, r1, d)) for w, d in zip(_BSPLINE, row_taps)],
-                      tmp, scratch)
+        _weighted_sum([(w, _rows(padded, r0, r1, d))
+                       for w, d in zip(_BSPLINE, row_taps, strict=True)], tmp, scratch)
         np.maximum(tmp, 0.0, out=tmp)
         out = lf[r0:r1]
-        _weighted_sum([(w, tmp[:, pc + d:pc + d + width]) for w, d in zip(_BSPLINE, col_taps)],
-                      out, scratch[:, :width])
+        _weighted_sum([(w, tmp[:, pc + d:pc + d + width])
+                       for w, d in zip(_BSPLINE, col_taps, strict=True)], out, scratch[:, :width])
         np.maximum(out, 0.0, out=out)
         np.subtract(src[r0:r1], out, out=hf[r0:r1])
 
@@ -330,8 +340,17 @@ def solve(image: np.ndarray, plan: Plan, mask: np.ndarray | None = None, *,
     Returns
     -------
     (H, W, C) float32 array
+
+    Raises
+    ------
+    DivergenceError
+        At the first iteration of ``plan.divergence_checks`` (or of ``checkpoints.at``)
+        whose result holds a non-finite value or one above
+        :func:`~napari_diffuse.plan.divergence_bound` of the input's largest value.
     """
     image = original = np.ascontiguousarray(image, dtype=F32)
+    bound = divergence_bound(peak_magnitude(image))
+    checks = plan.divergence_checks | (checkpoints.at if checkpoints is not None else frozenset())
     mask = _mask_or_luminance(mask, image, plan)
     if mask is not None:
         image = inpaint_start(image, mask, origin, full_width)
@@ -341,14 +360,31 @@ def solve(image: np.ndarray, plan: Plan, mask: np.ndarray | None = None, *,
     current = image
     for it in range(plan.iterations):
         target = buffers[it % 2]
-        _one_iteration(current, target, plan, mask, hf, lf)
+        # a diverging run overflows between checks: the check below reports it
+        with np.errstate(over="ignore", invalid="ignore"):
+            _one_iteration(current, target, plan, mask, hf, lf)
         current = target
+        if it + 1 in checks:
+            check_divergence(current, plan, it + 1, bound)
         if progress is not None:
             progress(it + 1, plan.iterations)
         if checkpoints is not None and not checkpoints.go_on(it + 1, current):
             break
     keep_saturated(current, original, mask, plan)
     return current
+
+
+def peak_magnitude(a: np.ndarray) -> float:
+    """The largest magnitude in ``a``; NaN if it holds a NaN (max and min propagate it)."""
+    return max(float(a.max()), -float(a.min())) if a.size else 0.0
+
+
+def check_divergence(current: np.ndarray, plan: Plan, done: int, bound: float) -> None:
+    """Raise :class:`~napari_diffuse.errors.DivergenceError` if ``current`` (the result
+    after ``done`` iterations) holds NaN, an infinity or a value above ``bound``."""
+    peak = peak_magnitude(current)
+    if not peak <= bound:
+        raise divergence_error(plan, done, peak, bound)
 
 
 def variance_map(image: np.ndarray, plan: Plan, mask: np.ndarray | None = None, *,

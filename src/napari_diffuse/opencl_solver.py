@@ -37,7 +37,7 @@ import pyopencl.cltypes as cltypes
 
 from . import numpy_solver
 from .opencl_devices import OpenCLUnavailable, select_device
-from .plan import VARIANCE_MAP_REACH, Checkpoints, Plan
+from .plan import VARIANCE_MAP_REACH, Checkpoints, Plan, divergence_bound, divergence_error
 from .resources import data_dir
 
 __all__ = ["Engine", "KERNEL_FILES", "TILES_ON_DEVICE", "configure", "engine", "plan_tiles",
@@ -48,9 +48,13 @@ TILES_ON_DEVICE = True
 
 F32 = np.float32
 #: The kernel sources, concatenated in this order into one program.
-KERNEL_FILES = ("common.cl", "bspline.cl", "pde.cl", "inpaint.cl", "variance.cl")
+KERNEL_FILES = ("common.cl", "bspline.cl", "pde.cl", "inpaint.cl", "variance.cl",
+                "divergence.cl")
 _KERNEL_NAMES = ("bspline_level", "pde_step", "luminance_mask", "inpaint_noise",
-                 "keep_saturated", "variance_map")
+                 "keep_saturated", "variance_map", "peak")
+#: Work-groups and largest work-group size of the divergence check's reduction (``peak``):
+#: at most this many floats come back per check.
+_PEAK_GROUPS, _PEAK_LOCAL = 1024, 256
 #: Precise arithmetic (no fused multiply-add, correctly rounded division and square root)
 #: per device kind: on a CPU it gives NumPy's results at no cost; on a GPU it costs time.
 _PRECISE = {"GPU": False, "CPU": True}
@@ -291,6 +295,7 @@ class Engine:
         self._buffers: list = []
         self._buffer_bytes = 0
         self._mask: cl.Buffer | None = None
+        self._peaks: cl.Buffer | None = None
 
     def __repr__(self) -> str:
         return f"Engine({self.device.platform.name.strip()}: {self.device.name.strip()})"
@@ -434,6 +439,26 @@ class Engine:
                      (image_buf, input_buf, mask_buf, np.int32(width), np.int32(height),
                       np.int32(channels), F32(plan.luminance_threshold)), events)
 
+    def _check_divergence(self, program: _Program, image_buf, shape, plan: Plan, done: int,
+                          bound: float) -> None:
+        """:func:`napari_diffuse.numpy_solver.check_divergence` on the device: a ``peak``
+        reduction of ``image_buf``, then ``_PEAK_GROUPS`` floats or fewer downloaded."""
+        n = int(np.prod(shape))
+        kernel = program.kernels["peak"]
+        largest = kernel.get_work_group_info(cl.kernel_work_group_info.WORK_GROUP_SIZE,
+                                             self.device)
+        local = 1 << (min(_PEAK_LOCAL, largest).bit_length() - 1)  # a power of two
+        groups = max(1, min(_PEAK_GROUPS, -(-n // (local * 16))))
+        if self._peaks is None:
+            self._peaks = cl.Buffer(self.context, cl.mem_flags.READ_WRITE, 4 * _PEAK_GROUPS)
+        kernel.set_args(image_buf, np.int32(n), self._peaks, cl.LocalMemory(4 * local))
+        cl.enqueue_nd_range_kernel(self.queue, kernel, (groups * local,), (local,))
+        peaks = np.empty(groups, F32)
+        cl.enqueue_copy(self.queue, peaks, self._peaks)
+        peak = float(peaks.max())
+        if not peak <= bound:
+            raise divergence_error(plan, done, peak, bound)
+
     def _bound(self, program: _Program, name: str, global_size, args, scale: int) -> _Bound:
         """Kernel object number ``scale`` of ``name`` with ``args`` set, to enqueue again and
         again (the engine's lock keeps one run at a time on the pool)."""
@@ -501,8 +526,12 @@ class Engine:
         seconds)`` for the transfers: an event for a direct copy, host-side seconds for a
         copy through pinned staging buffers. With ``plan.keep_saturated`` and a mask, a
         second upload of the input and a ``("keep", -1)`` kernel end each tile.
+
+        Raises :class:`~napari_diffuse.errors.DivergenceError` as the NumPy solver does,
+        checking on the device at the same iterations.
         """
         image = np.ascontiguousarray(image, dtype=F32)
+        bound = divergence_bound(numpy_solver.peak_magnitude(image))
         full_width = image.shape[1] if full_width is None else full_width
         overlap = plan.iterations * plan.reach_per_iteration
         tiles = self._tiles(image.shape, overlap, plan.scales + 3)
@@ -521,14 +550,15 @@ class Engine:
                     report = None if progress is None else (
                         lambda done, _total, t=t: progress(t * plan.iterations + done, total))
                     self._solve_tile(image, out, tile, plan, mask, origin, full_width, report,
-                                     events, single=len(tiles) == 1, checkpoints=checkpoints)
+                                     events, single=len(tiles) == 1, checkpoints=checkpoints,
+                                     bound=bound)
             finally:
                 self.queue.finish()
         return out
 
     def _solve_tile(self, image, out, tile: _Tile, plan: Plan, mask, origin, full_width,
                     progress: Progress | None, events, single: bool,
-                    checkpoints: Checkpoints | None = None) -> None:
+                    checkpoints: Checkpoints | None = None, bound: float = np.inf) -> None:
         src = image if single else np.ascontiguousarray(image[tile.rows, tile.cols])
         shape = src.shape
         program = self._program_for(shape[2])
@@ -543,9 +573,13 @@ class Engine:
                           (origin[0] + tile.rows.start, origin[1] + tile.cols.start), full_width)
         kernels = self._iteration_kernels(program, image_buf, hf, lf, mask_buf, use_mask, shape,
                                           plan)
+        checks = plan.divergence_checks | (checkpoints.at if checkpoints is not None
+                                           else frozenset())
         previous = None
         for it in range(plan.iterations):
             last = self._iteration(kernels, events)
+            if it + 1 in checks:
+                self._check_divergence(program, image_buf, shape, plan, it + 1, bound)
             if progress is not None:
                 # report iteration it - 1 while iteration it keeps the device busy
                 if previous is not None:

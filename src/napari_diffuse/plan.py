@@ -12,10 +12,12 @@ from collections.abc import Callable
 
 import numpy as np
 
+from .errors import DivergenceError
 from .params import DiffuseParams
 
-__all__ = ["B_SPLINE_SIGMA", "MAX_SCALES", "Checkpoints", "Plan", "ScaleStep", "make_plan",
-           "num_scales", "reach_per_iteration"]
+__all__ = ["B_SPLINE_SIGMA", "DIVERGENCE_BOUND", "DIVERGENCE_CHECK_EVERY", "MAX_SCALES",
+           "Checkpoints", "Plan", "ScaleStep", "divergence_bound", "divergence_checks",
+           "divergence_error", "make_plan", "num_scales", "reach_per_iteration"]
 
 F32 = np.float32
 #: Standard deviation of the 5-tap B-spline (1 4 6 4 1)/16 as a Gaussian.
@@ -29,6 +31,71 @@ ISOTROPIC, ISOPHOTE, GRADIENT = 0, 1, 2
 #: Pixels the variance map reads around each pixel: the finest B-spline taps (2) plus the
 #: 3x3 sum of squares (1). Tiles overlapping by this much give the whole-image map.
 VARIANCE_MAP_REACH = 3
+#: A run diverges when its largest value, in working units (inputs nominally 0..1), exceeds
+#: this times ``max(1, largest input magnitude)``, or is not finite. The solvers clamp every
+#: scale at 0 from below, so only the top can run away. Legal settings that converge stay
+#: within a few times the input's range (the largest of darktable's reference outputs, the
+#: line-drawing preset's 50 iterations of negative speeds, peaks at 1.35 on 0..1 input); a
+#: diverging run grows geometrically, so it crosses 1e6 well before float32 overflows
+#: (3.4e38). Scaling by the input's peak keeps float data stored above 1 (value_range
+#: "dtype" or fixed ranges with hot pixels) from tripping it.
+DIVERGENCE_BOUND = 1e6
+#: Both solvers check for divergence after every this many iterations and after the last.
+DIVERGENCE_CHECK_EVERY = 8
+
+
+def divergence_checks(iterations: int) -> frozenset[int]:
+    """The iterations (counted from 1) after which both solvers check for divergence.
+
+    Every :data:`DIVERGENCE_CHECK_EVERY` iterations and the last one; each check reads
+    the whole result once (a max over the finest output, on the device for OpenCL), so
+    its cost is a small fraction of the iterations between checks. Solvers also check
+    every :class:`Checkpoints` iteration before handing a result over.
+    """
+    iterations = max(int(iterations), 1)
+    return frozenset({*range(DIVERGENCE_CHECK_EVERY, iterations + 1, DIVERGENCE_CHECK_EVERY),
+                      iterations})
+
+
+def divergence_bound(input_peak: float) -> float:
+    """The largest magnitude a run may reach from an input whose largest magnitude is
+    ``input_peak``: :data:`DIVERGENCE_BOUND` times ``max(1, input_peak)``."""
+    peak = float(input_peak) if np.isfinite(input_peak) else 1.0
+    return DIVERGENCE_BOUND * max(1.0, peak)
+
+
+def divergence_error(plan: "Plan", iteration: int, peak: float, bound: float) -> DivergenceError:
+    """The :class:`DivergenceError` for a run whose largest value at ``iteration`` is ``peak``."""
+    value = f"reached {peak:.3g}, above the bound {bound:.3g}" if np.isfinite(peak) \
+        else "became infinite or NaN"
+    hint = plan.divergence_hint or "the speeds and sharpness"
+    return DivergenceError(
+        f"diffusion diverged at iteration {iteration} of {plan.iterations}: the values {value} "
+        f"(working units, inputs nominally 0..1). The explicit scheme is unstable for these "
+        f"settings; the ones that drive it: {hint}. Lower the iterations, bring negative "
+        f"speeds toward 0 (or lower the speeds), lower sharpness, or raise edge_threshold.",
+        iteration=iteration, peak=float(peak) if np.isfinite(peak) else float("inf"),
+        bound=float(bound))
+
+
+def _divergence_hint(params: DiffuseParams) -> str:
+    """The settings that make a run diverge, with their values, for the error message."""
+    parts = [f"iterations={params.iterations}"]
+    for name in ("first", "second", "third", "fourth"):
+        speed = getattr(params, name)
+        if speed != 0.0:
+            text = f"{name}={speed:g}"
+            anisotropy = getattr(params, f"anisotropy_{name}")
+            if anisotropy != 0.0:
+                text += f" (anisotropy_{name}={anisotropy:g})"
+            parts.append(text)
+    if params.sharpness != 0.0:
+        parts.append(f"sharpness={params.sharpness:g}")
+    parts.append(f"edge_threshold={params.edge_threshold:g}")
+    if params.edge_sensitivity != 0.0:
+        parts.append(f"edge_sensitivity={params.edge_sensitivity:g}")
+    parts.append(f"radius={params.radius:g}")
+    return ", ".join(parts)
 
 
 def equivalent_sigma(step: int) -> np.float32:
@@ -83,6 +150,13 @@ class Plan:
     #: After the last iteration, inpainted channels whose input was >= ``luminance_threshold``
     #: end at least at it (``params.keep_saturated`` with a threshold above 0).
     keep_saturated: bool = False
+    #: The settings that drive divergence, with their values (for :class:`DivergenceError`).
+    divergence_hint: str = dataclasses.field(default="", compare=False)
+
+    @property
+    def divergence_checks(self) -> frozenset[int]:
+        """Iterations after which the solvers check for divergence: :func:`divergence_checks`."""
+        return divergence_checks(self.iterations)
 
     @property
     def reach_per_iteration(self) -> int:
@@ -144,4 +218,5 @@ def make_plan(params: DiffuseParams) -> Plan:
         variance_threshold=F32(np.power(F32(10.0), F32(params.edge_threshold))),
         luminance_threshold=params.luminance_threshold,
         keep_saturated=bool(params.keep_saturated and params.luminance_threshold > 0.0),
+        divergence_hint=_divergence_hint(params),
     )

@@ -1,0 +1,29 @@
+"""Exceptions of napari-diffuse that callers may want to catch by type."""
+
+from __future__ import annotations
+
+__all__ = ["DivergenceError"]
+
+
+class DivergenceError(ValueError):
+    """A run's values left the bounded range: the explicit scheme diverged.
+
+    Raised by both solvers at the same checked iteration (see
+    :func:`napari_diffuse.plan.divergence_checks`) instead of returning NaN, infinities or
+    huge values. ``iteration`` is the first checked iteration where the largest value was
+    not finite or above ``bound``; ``peak`` is that value (``inf`` for NaN or infinity).
+    """
+
+    def __init__(self, message: str, *, iteration: int, peak: float = float("inf"),
+                 bound: float = float("nan")):
+        super().__init__(message)
+        self.iteration = iteration
+        self.peak = peak
+        self.bound = bound
+
+    def __reduce__(self):  # picklable (dask workers) with its keyword arguments
+        return (_rebuild, (self.args[0], self.iteration, self.peak, self.bound))
+
+
+def _rebuild(message: str, iteration: int, peak: float, bound: float) -> DivergenceError:
+    return DivergenceError(message, iteration=iteration, peak=peak, bound=bound)
