@@ -49,6 +49,8 @@ def _validate(image, params, preset, channel_axis, value_range, overrides):
     params = resolve_params(params, preset, **overrides)
     if not hasattr(image, "dtype") or not hasattr(image, "shape"):
         image = np.asarray(image)
+    if tiling.is_dask(image):
+        tiling.check_known_chunks(image)
     layout = intensity.check_image(image, channel_axis, value_range, stacklevel=4)
     return image, params, layout
 
@@ -64,6 +66,27 @@ def _masks(planes, layout, mask) -> list[np.ndarray | None]:
     if mask is not None:
         return list(intensity.check_mask(mask, layout))
     return [None] * planes.shape[0]
+
+
+def _changes_nothing(params: DiffuseParams, mask) -> bool:
+    """Whether ``params`` (with ``mask``) leave every value as it is: no speed, no
+    sharpness, nothing to inpaint (no mask and no luminance threshold, or an empty mask)."""
+    if any(getattr(params, name) != 0.0 for name in ("first", "second", "third", "fourth",
+                                                      "sharpness")):
+        return False
+    if mask is None:
+        return params.luminance_threshold == 0.0
+    return not tiling.is_dask(mask) and not np.asarray(mask).any()
+
+
+def _copy_block(block: np.ndarray) -> np.ndarray:
+    if block.dtype.kind == "f" and not np.isfinite(block).all():
+        n_nan = int(np.isnan(block).sum())
+        raise ValueError(
+            f"a chunk of the image contains {n_nan} NaN and "
+            f"{int((~np.isfinite(block)).sum()) - n_nan} infinite value(s). Replace them "
+            "first, e.g. with numpy.nan_to_num or by masking them and inpainting (mask=...)")
+    return block.copy()
 
 
 def _name(params: DiffuseParams, preset: str | None) -> str:
@@ -87,6 +110,8 @@ def diffuse(image, params: DiffuseParams | None = None, *, preset: str | None = 
         gives a lazy dask array (see ``chunks``).
     params : DiffuseParams, optional
         The settings; default: darktable's defaults (the identity).
+        ``iterations=0`` runs one iteration, as darktable does (its GUI allows 0 and
+        its code runs ``max(iterations, 1)``).
     preset : str, optional
         A preset name instead of ``params`` (see :func:`list_presets`).
     channel_axis : int, optional
@@ -145,7 +170,13 @@ def diffuse(image, params: DiffuseParams | None = None, *, preset: str | None = 
     -------
     numpy.ndarray or dask.array.Array
         A new array with the input's shape and dtype; for dask input, a lazy dask array
-        with the input's chunks.
+        with the input's chunks. Integers are rounded and clipped to their dtype's
+        range, floats clipped to their dtype's finite range (float16: +-65504).
+        Settings that change nothing (all four speeds and sharpness 0, and nothing to
+        inpaint: no ``mask`` and ``luminance_threshold`` 0, or an all-False ``mask``)
+        return an exact copy of the input, for every dtype, without running the solver
+        (which would clip negative working values to 0 and round through float32); the
+        input is still checked (NaN/Inf, working range) and ``progress`` is called once.
 
     Warns
     -----
@@ -155,7 +186,11 @@ def diffuse(image, params: DiffuseParams | None = None, *, preset: str | None = 
     Raises
     ------
     ValueError, TypeError
-        For invalid images, masks, parameters, presets, backends or ``value_range``; the
+        For invalid images, masks, parameters, presets, backends, ``value_range``,
+        ``chunks``, ``depth`` or ``progress`` (checked before any work), a dask array with
+        unknown chunk sizes (call ``x.compute_chunk_sizes()`` first), or values that map
+        beyond :data:`~napari_diffuse.intensity.MAX_WORKING` (1e30) in working units
+        (e.g. float data near float32's maximum with ``value_range="dtype"``); the
         caller's array is never modified. NaN or infinite values in a dask array raise
         ``ValueError`` when the chunk holding them is computed.
 
@@ -176,14 +211,20 @@ def diffuse(image, params: DiffuseParams | None = None, *, preset: str | None = 
     image, params, layout = _validate(image, params, preset, channel_axis, value_range,
                                       overrides)
     tiling.check_depth(depth)
+    tiling.check_chunks(chunks)
+    if progress is not None and not callable(progress):
+        raise TypeError(f"progress={progress!r} is not callable; pass a function "
+                        "progress(done, total), or None")
     solver = get_solver(backend)
     plan = make_plan(params)
+    if tiling.is_dask(image) and progress is not None:
+        raise TypeError("progress is not used with dask input (it is computed later); "
+                        "use dask.diagnostics.ProgressBar or the distributed dashboard")
+    if _changes_nothing(params, mask):
+        return _identity(image, layout, mask, plan, progress)
     chunking = dict(backend=backend, mask=mask, chunks=chunks, depth=depth,
                     name=_name(params, preset))
     if tiling.is_dask(image):
-        if progress is not None:
-            raise TypeError("progress is not used with dask input (it is computed later); "
-                            "use dask.diagnostics.ProgressBar or the distributed dashboard")
         return tiling.diffuse_lazy(image, layout, params, plan, exact=exact, **chunking)
     if tiling.needs_chunks(layout, plan, chunks=chunks,
                            exact=exact or (solver.TILES_ON_DEVICE and chunks is None)):
@@ -193,12 +234,28 @@ def diffuse(image, params: DiffuseParams | None = None, *, preset: str | None = 
     masks = _masks(planes, layout, mask)
     total = planes.shape[0] * plan.iterations
     results = []
-    for p, (plane, plane_mask) in enumerate(zip(planes, masks)):
+    for p, (plane, plane_mask) in enumerate(zip(planes, masks, strict=True)):
         report = None if progress is None else (
             lambda done, _total, p=p: progress(p * plan.iterations + done, total))
         results.append(solver.solve(plane, plan, plane_mask, progress=report))
     out = results[0][None] if len(results) == 1 else np.stack(results)
     return intensity.from_planes(out, layout)
+
+
+def _identity(image, layout: intensity.Layout, mask, plan, progress):
+    """An exact copy of ``image``, checked like any input (NaN/Inf, working range)."""
+    if tiling.is_dask(image):
+        if mask is not None:
+            intensity.check_mask_shape(np.asarray(mask), layout)
+        # NaN/Inf are refused chunk by chunk when computed, as on the solver path
+        return image.map_blocks(_copy_block, dtype=image.dtype,
+                                meta=np.empty((0,) * image.ndim, image.dtype))
+    planes = _planes(image, layout)
+    _masks(planes, layout, mask)
+    if progress is not None:
+        total = planes.shape[0] * plan.iterations
+        progress(total, total)
+    return np.array(image, copy=True)
 
 
 def luminance_mask(image, params: DiffuseParams | None = None, *, preset: str | None = None,
@@ -254,5 +311,5 @@ def variance_map(image, params: DiffuseParams | None = None, *, preset: str | No
     planes = _planes(image, layout)
     masks = _masks(planes, layout, mask)
     maps = np.stack([solver.variance_map(plane, plan, plane_mask)
-                     for plane, plane_mask in zip(planes, masks)])
+                     for plane, plane_mask in zip(planes, masks, strict=True)])
     return maps.reshape(*layout.leading_shape, *layout.spatial_shape)

@@ -27,7 +27,7 @@ import numpy as np
 
 __all__ = ["Layout", "IntensityWarning", "SAMPLE_SIZE", "auto_range", "check_image",
            "to_planes", "from_planes", "to_working", "from_working", "above_threshold",
-           "check_mask", "check_mask_shape"]
+           "check_mask", "check_mask_shape", "MAX_WORKING"]
 
 #: At most this many values (a strided subsample) estimate the percentiles of
 #: :func:`auto_range`; NumPy and dask input of one shape use the same subsample.
@@ -367,25 +367,80 @@ def to_planes(image, layout: Layout) -> np.ndarray:
     return to_working(data.reshape(-1, height, width, layout.channels), layout)
 
 
+#: Largest magnitude a working value may have: the solvers compute in float32 (largest
+#: finite value 3.4e38) and add, difference and square values, so they need headroom.
+MAX_WORKING = 1e30
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
+def _fits_float32(*numbers_: float) -> bool:
+    return all(abs(v) <= _F32_MAX for v in numbers_)
+
+
 def to_working(values, layout: Layout) -> np.ndarray:
     """Return ``values`` (caller's units) as float32 in working units.
 
     Float32 values that need no mapping come back as they are (a view, not a copy):
-    callers only read the result. Elementwise, so it applies to a whole image or to
-    any chunk of it.
+    callers only read the result. The mapping is computed in float64 where float32
+    would lose or overflow it (64-bit and 32-bit integer or float64 input, a value
+    range beyond float32's), then cast. Elementwise, so it applies to a whole image or
+    to any chunk of it.
+
+    Raises
+    ------
+    ValueError
+        If finite values map beyond :data:`MAX_WORKING` in working units (float32 itself
+        ends at 3.4e38): the message names the mapping and how to fix it. NaN and Inf are
+        left for :func:`check_finite`.
     """
     values = np.asarray(values)
-    if layout.offset == 0.0 and layout.scale == 1.0:
-        return values.astype(np.float32, copy=False)
-    work = values.astype(np.float32, copy=True)
-    work -= np.float32(layout.offset)
-    work /= np.float32(layout.scale)
+    trivial = layout.offset == 0.0 and layout.scale == 1.0
+    if trivial and values.dtype == np.float32:
+        work = values
+    elif trivial and values.dtype.kind == "f" and values.dtype.itemsize > 4:
+        _check_working(values, layout)
+        return values.astype(np.float32)
+    elif trivial or (values.dtype.itemsize <= 2 and _fits_float32(layout.offset, layout.scale)):
+        work = values.astype(np.float32, copy=True)
+        if not trivial:
+            work -= np.float32(layout.offset)
+            work /= np.float32(layout.scale)
+    else:
+        wide = (values.astype(np.float64) - layout.offset) / layout.scale
+        _check_working(wide, layout)
+        return wide.astype(np.float32)
+    _check_working(work, layout)
     return work
+
+
+def _check_working(work: np.ndarray, layout: Layout) -> None:
+    """Raise ``ValueError`` if finite working values exceed :data:`MAX_WORKING`."""
+    if work.size == 0 or work.dtype.kind != "f":
+        return
+    peak = np.max(np.abs(work))
+    if peak <= MAX_WORKING:
+        return
+    over = np.isfinite(work) & (np.abs(work) > MAX_WORKING)
+    count = int(over.sum())
+    if count == 0:
+        return  # only NaN/Inf: check_finite names them
+    peak = float(np.max(np.abs(work[over])))
+    lo, hi = layout.offset, layout.offset + layout.scale
+    beyond = ("beyond float32's range (largest finite value 3.4e38)" if peak > _F32_MAX
+              else f"beyond the {MAX_WORKING:g} the float32 solvers accept (float32 ends at "
+                   "3.4e38; the solvers need headroom)")
+    raise ValueError(
+        f"{count} value(s) of the image map to working values up to {peak:.3g}, {beyond}: "
+        f"value_range maps {lo:.7g}..{hi:.7g} to the working range 0..1 (values are "
+        "processed as float32, nominally 0..1). Pass value_range='auto' or "
+        "value_range=(lo, hi) spanning the image's values, or rescale the image")
 
 
 def from_working(values: np.ndarray, layout: Layout) -> np.ndarray:
     """Return working-unit ``values`` in the caller's units and dtype (rounded, clipped).
 
+    Integers are rounded and clipped to their dtype's range; floats are clipped to their
+    dtype's finite range (float16 ends at 65504), so the mapping never makes Inf.
     Elementwise, so it applies to a whole image or to any chunk of it.
     """
     data = values
@@ -394,6 +449,10 @@ def from_working(values: np.ndarray, layout: Layout) -> np.ndarray:
     if layout.dtype.kind in "ui":
         info = np.iinfo(layout.dtype)
         data = np.clip(np.rint(data), info.min, info.max)
+    elif data.dtype != layout.dtype:
+        limit = float(np.finfo(layout.dtype).max)
+        if np.finfo(data.dtype).max > limit:
+            data = np.clip(data, -limit, limit)
     return data.astype(layout.dtype, copy=False)
 
 

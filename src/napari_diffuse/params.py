@@ -109,28 +109,49 @@ def _check_bool(spec: FieldSpec, value: Any) -> bool:
     """Return ``value`` as a bool: True, False (NumPy's too) or the numbers 0 and 1."""
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
-    if isinstance(value, numbers.Real) and not math.isnan(value) and value in (0, 1):
+    if isinstance(value, numbers.Real) and not math.isnan(_as_float(value)) and value in (0, 1):
         return bool(value)
-    raise ValueError(f"{spec.name}={value!r} is not a boolean "
+    raise ValueError(f"{spec.name}={_show(value)} is not a boolean "
                      "(accepted values: True, False, 0 or 1)")
 
 
+def _as_float(value: numbers.Real) -> float:
+    """``float(value)``, with +-inf for numbers beyond float's range and NaN for a
+    signalling Decimal NaN (never raises for a :class:`numbers.Real`)."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
+    except (ValueError, ArithmeticError):
+        return math.nan
+
+
+def _show(value: Any) -> str:
+    """``repr(value)``, abbreviated when huge (``10**400`` has 401 digits)."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:16]}...{text[-8:]} ({len(text)} characters)"
+
+
 def _check(spec: FieldSpec, value: Any) -> int | float | bool:
-    """Return ``value`` converted to the field's type, or raise ``ValueError``."""
+    """Return ``value`` converted to the field's type, or raise ``ValueError``.
+
+    Any :class:`numbers.Real` is accepted (int, float, NumPy scalars, Fraction; not
+    Decimal, which is not a ``numbers.Real``);
+    huge values, NaN and infinities give the same ``ValueError`` as any out-of-range value.
+    """
     if spec.kind is bool:
         return _check_bool(spec, value)
     accepted = f"accepted range: {spec.minimum:g} to {spec.maximum:g}"
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{spec.name}={value!r} is not a number ({accepted})")
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{spec.name}={_show(value)} is not a number ({accepted})")
+    number = _as_float(value)
+    if math.isnan(number) or not spec.minimum <= number <= spec.maximum:
+        raise ValueError(f"{spec.name}={_show(value)} is out of range ({accepted})")
     if spec.kind is int:
-        if not float(value).is_integer():
-            raise ValueError(f"{spec.name}={value!r} is not a whole number ({accepted})")
-        value = int(value)
-    else:
-        value = float(value)
-    if math.isnan(value) or not spec.minimum <= value <= spec.maximum:
-        raise ValueError(f"{spec.name}={value!r} is out of range ({accepted})")
-    return value
+        if not number.is_integer():
+            raise ValueError(f"{spec.name}={_show(value)} is not a whole number ({accepted})")
+        return int(number)
+    return number
 
 
 @dataclasses.dataclass(frozen=True)

@@ -52,7 +52,8 @@ from .params import DiffuseParams
 from .plan import ISOTROPIC, VARIANCE_MAP_REACH, Plan, reach_per_iteration
 
 __all__ = ["DEFAULT_CHUNK", "MEMORY_BUDGET", "TOLERANCE", "SeamWarning", "Tiling", "is_dask",
-           "influence_depth", "check_depth", "solver_bytes_per_pixel", "plan_tiling", "needs_chunks",
+           "influence_depth", "check_depth", "check_chunks", "check_known_chunks",
+           "solver_bytes_per_pixel", "plan_tiling", "needs_chunks",
            "diffuse_lazy", "diffuse_chunked", "luminance_lazy", "variance_lazy"]
 
 #: Spatial chunk edge in pixels, without the overlap, when none is given.
@@ -191,6 +192,29 @@ def check_depth(depth) -> None:
         raise ValueError(f"depth={depth!r}; accepted: 'auto', 'full' or an int >= 0 (pixels)")
 
 
+def check_chunks(chunks) -> None:
+    """Raise ``ValueError`` unless ``chunks`` is None, an int >= 1 or a pair of them."""
+    def whole(size):
+        return isinstance(size, (int, np.integer)) and not isinstance(size, (bool, np.bool_)) \
+            and size >= 1
+
+    if chunks is None or whole(chunks):
+        return
+    if isinstance(chunks, (tuple, list)) and len(chunks) == 2 and all(map(whole, chunks)):
+        return
+    raise ValueError(f"chunks={chunks!r}; accepted: None, an int >= 1 or (rows, cols) of "
+                     "ints >= 1 (the spatial chunk size in pixels, without the overlap)")
+
+
+def check_known_chunks(image) -> None:
+    """Raise ``ValueError`` if a dask array's chunk sizes are unknown (NaN)."""
+    if any(math.isnan(size) for sizes in image.chunks for size in sizes):
+        raise ValueError(
+            f"the dask array has unknown chunk sizes {image.chunks} (from boolean indexing "
+            "or similar), so it cannot be cut into overlapping chunks; call "
+            "x.compute_chunk_sizes() on it first (or x.compute() for NumPy input)")
+
+
 def _wanted_depth(depth, params: DiffuseParams, plan: Plan, full: int) -> int:
     check_depth(depth)
     if depth == "auto":
@@ -203,12 +227,9 @@ def _core_sizes(chunks, spatial_shape, input_chunks) -> tuple[int, int]:
         if input_chunks is not None:
             return tuple(max(sizes) for sizes in input_chunks)
         return DEFAULT_CHUNK, DEFAULT_CHUNK
+    check_chunks(chunks)
     sizes = (chunks, chunks) if isinstance(chunks, (int, np.integer)) else tuple(chunks)
-    if len(sizes) != 2 or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool)
-                                  and s >= 1 for s in sizes):
-        raise ValueError(f"chunks={chunks!r}; accepted: None, an int >= 1 or (rows, cols) of "
-                         "ints >= 1 (the spatial chunk size, without the overlap)")
-    return tuple(min(int(s), n) for s, n in zip(sizes, spatial_shape))
+    return tuple(min(int(s), n) for s, n in zip(sizes, spatial_shape, strict=True))
 
 
 def plan_tiling(spatial_shape: tuple[int, int], channels: int, params: DiffuseParams, plan: Plan,
@@ -259,7 +280,8 @@ def plan_tiling(spatial_shape: tuple[int, int], channels: int, params: DiffusePa
     used = wanted
 
     def grid_for(sizes, overlap):
-        return tuple(_axis_chunks(n, max(c, overlap), overlap) for n, c in zip(spatial_shape, sizes))
+        return tuple(_axis_chunks(n, max(c, overlap), overlap)
+                     for n, c in zip(spatial_shape, sizes, strict=True))
 
     grid = grid_for(cores, used)
     if _block_pixels(grid, used) > budget_pixels:
@@ -478,6 +500,7 @@ def variance_lazy(image, layout: intensity.Layout, params: DiffuseParams, plan: 
                   backend: str, mask=None):
     """Return the lazy :func:`variance_map` of a dask ``image``: float32, leading plus spatial."""
     tiling = plan_tiling(layout.spatial_shape, layout.channels, params, plan,
-                         depth=VARIANCE_MAP_REACH, input_chunks=_spatial_input_chunks(image, layout))
+                         depth=VARIANCE_MAP_REACH,
+                         input_chunks=_spatial_input_chunks(image, layout))
     return _map_blocks(image, layout, plan, backend=backend, mask=mask,
                        operation="variance_map", tiling=tiling)
