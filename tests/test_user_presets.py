@@ -10,10 +10,17 @@ import pytest
 
 from napari_diffuse.params import DiffuseParams
 from napari_diffuse.presets import list_presets, load_preset
-from napari_diffuse.user_presets import (CONFIG_DIR_VARIABLE, config_dir,
-                                         decode_darktable_params, list_user_presets,
-                                         load_user_preset, presets_dir, read_darktable_file,
-                                         save_user_preset)
+from napari_diffuse.user_presets import (
+    CONFIG_DIR_VARIABLE,
+    PresetFileWarning,
+    config_dir,
+    decode_darktable_params,
+    list_user_presets,
+    load_user_preset,
+    presets_dir,
+    read_darktable_file,
+    save_user_preset,
+)
 
 # darktable 4.2.1's 17 diffuse presets: the raw 60-byte op_params blobs of its data.db
 # (table presets, operation 'diffuse', op_version 2; from the darktable-cli peer's
@@ -314,4 +321,5 @@ def test_unknown_user_preset_lists_the_saved_ones():
 def test_a_broken_file_does_not_hide_the_others():
     save_user_preset("good", DiffuseParams())
     (presets_dir() / "broken.json").write_text("{not json")
-    assert list_user_presets() == ["good"]
+    with pytest.warns(PresetFileWarning, match="broken.json"):
+        assert list_user_presets() == ["good"]

@@ -11,6 +11,13 @@ in darktable's version 2 layout (version 1: the first 56, without ``radius_cente
 written as hex, or as ``"gz"`` + two digits + base64 of the zlib-compressed blob. That
 blob is the ``<op_params>`` of a ``.dtpreset`` file (darktable's preset export) and the
 ``darktable:params`` of a ``darktable:history`` item in an XMP sidecar.
+
+Files are read defensively: a preset file that cannot be read or parsed (not a regular
+file, over :data:`MAX_PRESET_FILE_BYTES`, not UTF-8, nested deeper than
+:data:`~napari_diffuse.presets.MAX_JSON_DEPTH`, an invalid parameter) is skipped with a
+:class:`PresetFileWarning` naming it; darktable files are limited to
+:data:`MAX_DARKTABLE_FILE_BYTES` and ``gz`` blobs stop inflating past
+:data:`MAX_INFLATED_BYTES`.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import json
 import os
 import re
 import struct
+import warnings
 import xml.etree.ElementTree as ElementTree
 import zlib
 from pathlib import Path
@@ -28,15 +36,26 @@ from pathlib import Path
 import numpy as np
 
 from .params import DiffuseParams
-from .presets import list_presets, read_preset_file
+from .presets import MAX_PRESET_FILE_BYTES, _read_regular_file, list_presets, read_preset_file
 
 __all__ = [
-    "CONFIG_DIR_VARIABLE", "config_dir", "presets_dir", "list_user_presets", "load_user_preset",
-    "save_user_preset", "decode_darktable_params", "read_darktable_file",
+    "CONFIG_DIR_VARIABLE", "MAX_DARKTABLE_FILE_BYTES", "MAX_INFLATED_BYTES",
+    "MAX_PRESET_FILE_BYTES", "PresetFileWarning", "config_dir", "presets_dir",
+    "list_user_presets", "load_user_preset", "save_user_preset", "decode_darktable_params",
+    "read_darktable_file",
 ]
 
 #: Environment variable that overrides the config folder (tests point it at a tmp dir).
 CONFIG_DIR_VARIABLE = "NAPARI_DIFFUSE_CONFIG_DIR"
+#: Largest darktable ``.dtpreset`` or XMP file read, in bytes (refused unread beyond).
+MAX_DARKTABLE_FILE_BYTES = 16 * 1024 * 1024
+#: Most bytes a ``gz`` parameter blob may inflate to (the blob itself is 60 bytes);
+#: inflating stops as soon as it is passed, so a zip bomb costs no memory.
+MAX_INFLATED_BYTES = 4096
+
+
+class PresetFileWarning(UserWarning):
+    """A file in the user preset folder was skipped: it cannot be read or parsed."""
 
 # darktable's dt_iop_diffuse_params_t, version 2 (src/iop/diffuse.c), in memory order.
 _DARKTABLE_ORDER = (
@@ -73,21 +92,30 @@ def presets_dir() -> Path:
     return config_dir() / "presets"
 
 
-def _user_files() -> dict[str, Path]:
+def _scan() -> tuple[dict[str, Path], dict[Path, str]]:
+    """Return {preset name: file} and {unusable file: why} for the preset folder."""
     folder = presets_dir()
-    table = {}
+    table, problems = {}, {}
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else ():
         try:
             name = read_preset_file(path).name
-        except ValueError:
-            continue  # a broken file must not hide the others; load_user_preset names it
+        except ValueError as err:  # a broken file must not hide the others
+            problems[path] = str(err)
+            continue
         table[name] = path
-    return table
+    return table, problems
 
 
 def list_user_presets() -> list[str]:
-    """Return the names of the user's saved presets, sorted (unreadable files are skipped)."""
-    return sorted(_user_files())
+    """Return the names of the user's saved presets, sorted.
+
+    A file that cannot be read or parsed is skipped with one :class:`PresetFileWarning`
+    naming it and the problem.
+    """
+    table, problems = _scan()
+    for problem in problems.values():
+        warnings.warn(f"skipped user preset file: {problem}", PresetFileWarning, stacklevel=2)
+    return sorted(table)
 
 
 def load_user_preset(name: str) -> DiffuseParams:
@@ -96,12 +124,23 @@ def load_user_preset(name: str) -> DiffuseParams:
     Raises
     ------
     ValueError
-        If there is no such preset (the message lists the saved ones and the folder).
+        If there is no such preset (the message lists the saved ones and the folder),
+        or the file that would hold it cannot be read (the message names it and why).
+    TypeError
+        If ``name`` is not a str.
     """
-    path = _user_files().get(name)
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str, got {type(name).__name__}")
+    table, problems = _scan()
+    path = table.get(name)
     if path is None:
+        stem = _file_stem(name.strip())
+        for broken, problem in problems.items():
+            if re.fullmatch(re.escape(stem) + r"(-[0-9]+)?", broken.stem):
+                raise ValueError(f"user preset {name!r} cannot be loaded: {problem}")
+        skipped = f" ({len(problems)} unreadable file(s) skipped)" if problems else ""
         raise ValueError(f"no user preset called {name!r} in {presets_dir()}; "
-                         f"saved presets: {list_user_presets()}")
+                         f"saved presets: {sorted(table)}{skipped}")
     return read_preset_file(path).params
 
 
@@ -116,27 +155,35 @@ def save_user_preset(name: str, params: DiffuseParams, description: str = "") ->
     A preset of the same name is replaced. The file has the bundled presets' format,
     so :func:`napari_diffuse.presets.read_preset_file` reads it.
 
+    Unreadable files in the folder are left alone: a new preset never takes the path of
+    an existing file, folder or link (even a broken one), it gets a numbered file name.
+
     Raises
     ------
+    TypeError
+        If ``name`` or ``description`` is not a str, or ``params`` is not a
+        :class:`DiffuseParams`.
     ValueError
         If the name is empty or is a bundled preset's name.
-    TypeError
-        If ``params`` is not a :class:`DiffuseParams`.
     """
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str, got {type(name).__name__}")
+    if not isinstance(params, DiffuseParams):
+        raise TypeError(f"params must be a DiffuseParams, got {type(params).__name__}")
+    if not isinstance(description, str):
+        raise TypeError(f"description must be a str, got {type(description).__name__}")
     name = name.strip()
     if not name:
         raise ValueError("a preset needs a name (it was empty)")
     if name in list_presets():
         raise ValueError(f"{name!r} is a bundled preset; choose another name")
-    if not isinstance(params, DiffuseParams):
-        raise TypeError(f"params must be a DiffuseParams, got {type(params).__name__}")
     folder = presets_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    path = _user_files().get(name)
+    path = _scan()[0].get(name)
     if path is None:
         path = folder / f"{_file_stem(name)}.json"
         counter = 2
-        while path.exists():  # a different name with the same file stem
+        while os.path.lexists(path):  # another preset's file, a broken file or link
             path = folder / f"{_file_stem(name)}-{counter}.json"
             counter += 1
     record = {"name": name, "description": description, "params": params.to_dict()}
@@ -168,10 +215,20 @@ def decode_darktable_params(encoded: str | bytes, version: int = 2) -> DiffusePa
 
     Raises
     ------
+    TypeError
+        If ``encoded`` is not str or bytes, or ``version`` is not an int.
     ValueError
         For another version, a blob of the wrong size, text that is neither hex nor
-        ``gz`` data, or a value outside the parameter's range.
+        ``gz`` data, ``gz`` data inflating past :data:`MAX_INFLATED_BYTES`, or a value
+        outside the parameter's range.
     """
+    if isinstance(encoded, (bytearray, memoryview)):
+        encoded = bytes(encoded)
+    if not isinstance(encoded, (str, bytes)):
+        raise TypeError(f"encoded must be str or bytes, got {type(encoded).__name__}")
+    if isinstance(version, bool) or not isinstance(version, (int, np.integer)):
+        raise TypeError(f"version must be an int, got {type(version).__name__}")
+    version = int(version)
     if version not in _LAYOUTS:
         raise ValueError(f"darktable diffuse parameters version {version} is not supported "
                          f"(accepted: {sorted(_LAYOUTS)})")
@@ -180,7 +237,7 @@ def decode_darktable_params(encoded: str | bytes, version: int = 2) -> DiffusePa
     if len(blob) != struct.calcsize(fmt):
         raise ValueError(f"darktable diffuse version {version} parameters are "
                          f"{struct.calcsize(fmt)} bytes, got {len(blob)}")
-    values = dict(zip(names, struct.unpack(fmt, blob)))
+    values = dict(zip(names, struct.unpack(fmt, blob), strict=True))
     fields = {key: value if isinstance(value, int) else _float32_decimal(value)
               for key, value in values.items()}
     return DiffuseParams.from_darktable(fields)
@@ -189,11 +246,30 @@ def decode_darktable_params(encoded: str | bytes, version: int = 2) -> DiffusePa
 def _decode_text(text: str) -> bytes:
     try:
         if text.startswith("gz"):
-            return zlib.decompress(base64.b64decode(text[4:], validate=True))
+            return _inflate(base64.b64decode(text[4:], validate=True))
         return binascii.unhexlify(text)
     except (binascii.Error, zlib.error, ValueError) as err:
         raise ValueError(f"cannot decode darktable parameters {text[:24]!r}...: {err} "
                          "(expected hex, or 'gz' + 2 digits + base64 zlib data)") from None
+
+
+def _inflate(packed: bytes) -> bytes:
+    # Inflate at most MAX_INFLATED_BYTES + 1 bytes: a zip bomb stops there, unallocated.
+    inflater = zlib.decompressobj()
+    blob = inflater.decompress(packed, MAX_INFLATED_BYTES + 1)
+    if len(blob) > MAX_INFLATED_BYTES:
+        raise ValueError(f"the 'gz' data inflates to more than {MAX_INFLATED_BYTES} bytes "
+                         "(the limit; darktable's diffuse parameters are 60 bytes)")
+    if not inflater.eof:
+        raise zlib.error("incomplete or truncated stream")
+    return blob
+
+
+def _whole_number(text: str, field: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"{field} is {text[:40]!r}, not a whole number") from None
 
 
 def read_darktable_file(path: str | os.PathLike) -> list[tuple[str, DiffuseParams]]:
@@ -217,13 +293,15 @@ def read_darktable_file(path: str | os.PathLike) -> list[tuple[str, DiffuseParam
     Raises
     ------
     ValueError
-        If the file is not XML, is neither kind of file, holds no ``diffuse``
-        settings, or they cannot be decoded; the message names the file.
+        If the file cannot be read, is not a regular file, is larger than
+        :data:`MAX_DARKTABLE_FILE_BYTES`, is not XML, is neither kind of file, holds no
+        ``diffuse`` settings, has a field that is not a number where one is due, or the
+        settings cannot be decoded; the message names the file (and the field).
     """
     path = Path(path)
     try:
-        root = ElementTree.parse(path).getroot()
-    except (ElementTree.ParseError, OSError) as err:
+        root = ElementTree.fromstring(_read_regular_file(path, MAX_DARKTABLE_FILE_BYTES))
+    except (ElementTree.ParseError, ValueError, RecursionError) as err:
         raise ValueError(f"cannot read darktable file {path}: {err}") from None
     try:
         if root.tag == "darktable_preset":
@@ -245,7 +323,7 @@ def _read_dtpreset(root: ElementTree.Element) -> tuple[str, DiffuseParams]:
     if operation != "diffuse":
         raise ValueError(f"this is a preset of darktable's {operation!r} module, not of "
                          "'diffuse' (diffuse or sharpen)")
-    version = int(text("op_version") or 0)
+    version = _whole_number(text("op_version") or "0", "<op_version>")
     return text("name") or "darktable preset", decode_darktable_params(text("op_params"), version)
 
 
@@ -261,15 +339,16 @@ def _read_xmp(root: ElementTree.Element, stem: str) -> list[tuple[str, DiffusePa
     found = []
     for description in root.iter(f"{_RDF}Description"):
         fields = _history_fields(description)
-        history_end = int(fields["history_end"]) if "history_end" in fields else None
+        history_end = (_whole_number(fields["history_end"], "darktable:history_end")
+                       if "history_end" in fields else None)
         for item in description.iterfind(f"{_DT}history/{_RDF}Seq/{_RDF}li"):
             fields = _history_fields(item)
-            num = int(fields.get("num", len(found)))
+            num = _whole_number(fields.get("num", str(len(found))), "darktable:num")
             if fields.get("operation") != "diffuse" or \
                     (history_end is not None and num >= history_end):
                 continue
-            params = decode_darktable_params(fields.get("params", ""),
-                                             int(fields.get("modversion") or 0))
+            version = _whole_number(fields.get("modversion") or "0", "darktable:modversion")
+            params = decode_darktable_params(fields.get("params", ""), version)
             label = fields.get("multi_name") or "diffuse"
             found.append((f"{stem}: {label} #{num}", params))
     if not found:
