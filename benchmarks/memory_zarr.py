@@ -78,9 +78,9 @@ def run_job(source: str, target: str, preset: str, workers: int) -> dict:
     import dask.array as da
 
     from napari_diffuse import diffuse
+    from napari_diffuse.params import DiffuseParams
     from napari_diffuse.plan import make_plan
     from napari_diffuse.tiling import influence_depth, plan_tiling, solver_bytes_per_pixel
-    from napari_diffuse.params import DiffuseParams
 
     sampler = _Sampler()
     sampler.start()

@@ -54,9 +54,15 @@ from pathlib import Path
 import numpy as np
 import skimage
 from skimage import color, data
-from skimage.metrics import peak_signal_noise_ratio, structural_similarity
-from skimage.restoration import (calibrate_denoiser, denoise_nl_means, denoise_tv_chambolle,
-                                 denoise_wavelet, estimate_sigma, inpaint_biharmonic)
+from skimage.metrics import structural_similarity
+from skimage.restoration import (
+    calibrate_denoiser,
+    denoise_nl_means,
+    denoise_tv_chambolle,
+    denoise_wavelet,
+    estimate_sigma,
+    inpaint_biharmonic,
+)
 
 import napari_diffuse
 from napari_diffuse import diffuse
@@ -357,7 +363,7 @@ PEERS = (
 
 
 def _grid_points(grid: dict[str, list]) -> list[dict]:
-    return [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
+    return [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())]
 
 
 def calibrated_peer(peer: Peer) -> Method:
@@ -581,7 +587,7 @@ def figure_panels(cases: list[Case], denoise: dict, outputs: dict) -> list[list[
     for label in labels:
         case = by_label[label]
 
-        def panel(name: str) -> tuple:
+        def panel(name: str, label: str = label, case=case) -> tuple:
             record = denoise[name]["cases"][label]
             return (f"{name}\n{record['psnr']:.2f} dB", outputs[name][label], case.gamma)
 
@@ -613,8 +619,8 @@ def save_figure(rows: list[list[tuple]], path: Path) -> None:
         return
     figure, axes = plt.subplots(len(rows), len(rows[0]), squeeze=False,
                                 figsize=(3.2 * len(rows[0]), 3.9 * len(rows)))
-    for axes_row, row in zip(axes, rows):
-        for axis, (title, image, gamma) in zip(axes_row, row):
+    for axes_row, row in zip(axes, rows, strict=True):
+        for axis, (title, image, gamma) in zip(axes_row, row, strict=True):
             axis.imshow(_display(image, gamma), cmap="gray", vmin=0, vmax=1,
                         interpolation="nearest")
             axis.set_title(title, fontsize=8)

@@ -9,13 +9,15 @@ Usage (from the repository root)::
 Prints one row per (preset, size, channels, backend): the median wall time of ``diffuse()``
 (host array in, host array out, after one warm-up run), megapixel-iterations per second,
 and with ``--darktable`` the median of darktable-cli's own module time (``dtpeer``, run
-alternately with ours on the same input) the ratio ours / darktable, and the largest difference between darktable's output and ours
-(R, G, B; it includes darktable's colour round trip, about 3e-5 for values <= 1).
+alternately with ours on the same input) the ratio ours / darktable, and the largest
+difference between darktable's output and ours (R, G, B; it includes darktable's colour
+round trip, about 3e-5 for values <= 1).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import sys
@@ -92,8 +94,8 @@ def main(argv: list[str] | None = None) -> None:
                                                            threads=os.cpu_count())
                         darktable.append(info["module_seconds"])
                     for backend, times in runs.items():
-                        times.append(_time(lambda: diffuse(data, params, backend=backend,
-                                                           channel_axis=channel_axis)))
+                        times.append(_time(functools.partial(
+                            diffuse, data, params, backend=backend, channel_axis=channel_axis)))
                 for backend, times in runs.items():
                     median = statistics.median(times)
                     rate = height * width / 1e6 * max(params.iterations, 1) / median

@@ -108,7 +108,7 @@ def derive_denoise(data, backend):
         print(f"\n{name} (peak {peak}): rows = calibrated on {list(members)}, "
               f"columns = PSNR on {list(members)}, noisy "
               f"{[round(psnr(c, y), 1) for c, y in cases]}")
-        for member, row in zip(members, table):
+        for member, row in zip(members, table, strict=True):
             print(f"  {member:>8}: {[round(v, 2) for v in row]} mean {np.mean(row):.2f}")
         print(f"  -> from {members[best]}")
         presets.append((stem, name, description, candidates[best]))
@@ -127,7 +127,7 @@ def derive_gap_fill(data, backend):
         lambda p, case: psnr(case[0][case[2]],
                              diffuse(case[1], p, mask=case[2], backend=backend)[case[2]]))
     print(f"\nfill gaps under a mask: PSNR inside the trails, rows calibrated on {members}")
-    for member, row in zip(members, table):
+    for member, row in zip(members, table, strict=True):
         print(f"  {member:>8}: {[round(v, 2) for v in row]} mean {np.mean(row):.2f}")
     description = ("Fill pixels under a painted mask (Labels or Shapes layer, mask=...): "
                    "scratches, dead rows or columns, trails and gaps up to about 9 px wide.")

@@ -21,8 +21,14 @@ import pytest
 
 pytest.importorskip("pyopencl")
 
-from napari_diffuse import DiffuseParams, backends, diffuse, numpy_solver  # noqa: E402
-from napari_diffuse import opencl_devices, opencl_solver  # noqa: E402
+from napari_diffuse import (  # noqa: E402  # noqa: E402
+    DiffuseParams,
+    backends,
+    diffuse,
+    numpy_solver,
+    opencl_devices,
+    opencl_solver,
+)
 from napari_diffuse.plan import make_plan  # noqa: E402
 from napari_diffuse.resources import data_dir  # noqa: E402
 

@@ -6,10 +6,9 @@ import json
 
 import numpy as np
 import pytest
+from conftest import reference_files, require_opencl
 
 from napari_diffuse import DiffuseParams, diffuse
-
-from conftest import reference_files, require_opencl
 
 FILES = reference_files()
 BACKENDS = ["numpy", "opencl"]

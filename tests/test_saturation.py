@@ -48,7 +48,7 @@ def star_field(seed: int = 8, size: int = 256, stars: int = 45) -> StarField:
             centres.append(centre)
     truth = np.full((size, size), 0.02)
     for (cy, cx), sigma, peak in zip(centres, rng.uniform(0.8, 2.0, stars),
-                                     rng.uniform(1.4, 5.0, stars)):
+                                     rng.uniform(1.4, 5.0, stars), strict=True):
         truth += peak * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sigma * sigma))
     truth = (truth + rng.normal(0.0, 0.005, truth.shape)).astype(np.float32)
     image = np.minimum(truth, np.float32(CLIP))

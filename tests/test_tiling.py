@@ -134,7 +134,7 @@ def test_stack_of_planes_equals_separate_calls():
     lazy = diffuse(da.from_array(stack, chunks=(2, 121, 113)), chunks=60, **settings)
     assert lazy.chunks == ((2, 1), (121,), (113,))  # the input's chunks, leading ones too
     result = lazy.compute()
-    for plane, image in zip(result, stack):
+    for plane, image in zip(result, stack, strict=True):
         np.testing.assert_allclose(plane, diffuse(image, **settings), rtol=0, atol=TOLERANCE)
     chunked = diffuse(stack, chunks=60, **settings)
     np.testing.assert_allclose(chunked, result, rtol=0, atol=0)

@@ -22,8 +22,14 @@ from napari_diffuse import IntensityWarning, api  # noqa: E402
 from napari_diffuse.params import FIELDS, DiffuseParams  # noqa: E402
 from napari_diffuse.presets import list_presets, load_preset  # noqa: E402
 from napari_diffuse.user_presets import CONFIG_DIR_VARIABLE, list_user_presets  # noqa: E402
-from napari_diffuse.widget import (CUSTOM, GROUP_TITLES, METADATA_KEY,  # noqa: E402
-                                   DiffuseWidget, control_value, param_value)
+from napari_diffuse.widget import (  # noqa: E402
+    CUSTOM,
+    GROUP_TITLES,
+    METADATA_KEY,
+    DiffuseWidget,
+    control_value,
+    param_value,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 PLUGIN = "napari-diffuse"

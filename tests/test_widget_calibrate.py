@@ -17,8 +17,13 @@ from test_widget import config_folder, messages, viewer, widget  # noqa: E402,F4
 from napari_diffuse.calibrate import calibrate  # noqa: E402
 from napari_diffuse.presets import load_preset  # noqa: E402
 from napari_diffuse.widget import CUSTOM  # noqa: E402
-from napari_diffuse.widget_calibrate import (AUTOMATIC, CALIBRATED, CURRENT_VIEW,  # noqa: E402
-                                             rectangle_region, view_region)
+from napari_diffuse.widget_calibrate import (  # noqa: E402
+    AUTOMATIC,
+    CALIBRATED,
+    CURRENT_VIEW,
+    rectangle_region,
+    view_region,
+)
 
 BOX = [[20, 24], [20, 59], [55, 59], [55, 24]]  # pixel centres 20..55 x 24..59
 BOX_REGION = (20, 24, 56, 60)  # 36 x 36 pixels

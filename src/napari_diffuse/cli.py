@@ -384,7 +384,8 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; return the exit status (2 on bad input or no device, with a message)."""
+    """Run the command line; return the exit status (2 on bad input or no device, with a
+    message)."""
     parser = _parser()
     args = parser.parse_args(argv)
     try:

@@ -69,7 +69,8 @@ def inpaint_noise(values: np.ndarray, pixel_index: np.ndarray, width: int) -> np
     i = (k // _U64(width)).astype(_U32)
     j = (k - i.astype(_U64)).astype(_U32)
     j1 = j + _U32(1)
-    rng = _Xoshiro128Plus(_splitmix32(j1), _splitmix32(j1.astype(_U64) * (i + _U32(3)).astype(_U64)),
+    rng = _Xoshiro128Plus(_splitmix32(j1),
+                          _splitmix32(j1.astype(_U64) * (i + _U32(3)).astype(_U64)),
                           _splitmix32(np.array(1337)), _splitmix32(np.array(666)))
     for _ in range(4):
         rng.next_float()

@@ -139,7 +139,8 @@ def select_device(choice: int | str | None = None):
                                 f"0..{len(devices) - 1}; devices: {[str(i) for i in infos]}")
     if not isinstance(choice, str):
         raise TypeError(f"an OpenCL device choice is an int or a str, got {type(choice).__name__}")
-    matches = [d for d, info in zip(devices, infos) if choice.strip().lower() in info.label.lower()]
+    matches = [d for d, info in zip(devices, infos, strict=True)
+               if choice.strip().lower() in info.label.lower()]
     if not matches:
         raise OpenCLUnavailable(f"no OpenCL device matches {choice!r}; "
                                 f"devices: {[str(i) for i in infos]}")

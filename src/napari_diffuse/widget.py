@@ -46,8 +46,17 @@ from typing import Any
 
 import napari.viewer
 import numpy as np
-from magicgui.widgets import (CheckBox, ComboBox, Container, FloatSpinBox, Label, LineEdit,
-                              ProgressBar, PushButton, SpinBox)
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FloatSpinBox,
+    Label,
+    LineEdit,
+    ProgressBar,
+    PushButton,
+    SpinBox,
+)
 from napari.layers import Image, Labels, Layer, Shapes
 from napari.qt.threading import FunctionWorker, create_worker
 from napari.utils.notifications import show_error, show_info, show_warning
@@ -58,8 +67,7 @@ from . import api, intensity, tiling
 from .backends import BACKENDS
 from .params import FIELDS, DiffuseParams, FieldSpec
 from .presets import GROUPS, list_presets, load_preset
-from .user_presets import (list_user_presets, load_user_preset, read_darktable_file,
-                           save_user_preset)
+from .user_presets import list_user_presets, load_user_preset, read_darktable_file, save_user_preset
 from .widget_calibrate import CALIBRATED, CalibrateMixin
 
 __all__ = ["DiffuseWidget", "control_value", "param_value", "CUSTOM", "CALIBRATED",

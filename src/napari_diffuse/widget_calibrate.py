@@ -120,7 +120,7 @@ def rectangle_region(shapes: Shapes, shape: tuple[int, ...],
     ValueError
         If the layer has no rectangle, or the rectangle holds no pixel of the image.
     """
-    rectangles = [data for kind, data in zip(shapes.shape_type, shapes.data)
+    rectangles = [data for kind, data in zip(shapes.shape_type, shapes.data, strict=True)
                   if kind == "rectangle"]
     if not rectangles:
         raise ValueError(f"the Shapes layer {shapes.name!r} holds no rectangle; draw one with "
