@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import base64
+import json
+import os
 import struct
 import zlib
+from pathlib import Path
 
 import pytest
 
@@ -171,6 +174,22 @@ def test_darktable_blobs_decode_to_the_bundled_presets(darktable_name):
     assert decode_darktable_params(blob_hex) == load_preset(bundled)
     assert decode_darktable_params(bytes.fromhex(blob_hex)) == load_preset(bundled)
     assert decode_darktable_params(_gz(bytes.fromhex(blob_hex))) == load_preset(bundled)
+
+
+PEER_PRESETS = Path(__file__).resolve().parents[2] / "shared" / "peers" / "darktable-cli" / \
+    "presets.json"
+
+
+def test_the_17_blobs_are_darktables():
+    """The blobs above are copies of darktable 4.2.1's data.db (the peer's presets.json)."""
+    if not PEER_PRESETS.exists():  # shared/ lies beside the checkout in CI, not everywhere
+        message = f"darktable's preset table not found at {PEER_PRESETS}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    peer = json.loads(PEER_PRESETS.read_text())["presets"]
+    assert {name: entry["params_hex"].lower() for name, entry in peer.items()} == \
+        {name: blob.lower() for name, (_, blob) in DARKTABLE_BLOBS.items()}
 
 
 def test_the_17_vectors_cover_every_bundled_preset():

@@ -84,8 +84,9 @@ def _copy_block(block: np.ndarray) -> np.ndarray:
         n_nan = int(np.isnan(block).sum())
         raise ValueError(
             f"a chunk of the image contains {n_nan} NaN and "
-            f"{int((~np.isfinite(block)).sum()) - n_nan} infinite value(s). Replace them "
-            "first, e.g. with numpy.nan_to_num or by masking them and inpainting (mask=...)")
+            f"{int((~np.isfinite(block)).sum()) - n_nan} infinite value(s), which are refused "
+            "even under a mask. Replace them first (numpy.nan_to_num), then, to fill them "
+            "from their surroundings, inpaint with mask=~numpy.isfinite(image)")
     return block.copy()
 
 

@@ -340,8 +340,9 @@ def check_finite(planes: np.ndarray, layout: Layout,
         position = _caller_index(first, layout)
         raise ValueError(
             f"{where} contains {n_nan} NaN and {int(bad.sum()) - n_nan} infinite value(s); the "
-            f"first is at index {position}. Replace them first, e.g. with numpy.nan_to_num "
-            "or by masking them and inpainting (mask=...)")
+            f"first is at index {position}. They are refused even under a mask: replace them "
+            "first (numpy.nan_to_num), then, to fill them from their surroundings, inpaint "
+            "with mask=~numpy.isfinite(image)")
 
 
 def _caller_index(index, layout: Layout) -> tuple[int, ...]:
@@ -451,7 +452,7 @@ def from_working(values: np.ndarray, layout: Layout) -> np.ndarray:
         data = np.clip(np.rint(data), info.min, info.max)
     elif data.dtype != layout.dtype:
         limit = float(np.finfo(layout.dtype).max)
-        if np.finfo(data.dtype).max > limit:
+        if float(np.finfo(data.dtype).max) > limit:
             data = np.clip(data, -limit, limit)
     return data.astype(layout.dtype, copy=False)
 
