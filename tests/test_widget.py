@@ -17,6 +17,7 @@ npe2 = pytest.importorskip("npe2")
 
 from magicgui.widgets import CheckBox  # noqa: E402
 from napari.utils.notifications import notification_manager  # noqa: E402
+from test_params import DARKTABLE_TABLE  # noqa: E402
 
 from napari_diffuse import IntensityWarning, api  # noqa: E402
 from napari_diffuse.params import FIELDS, DiffuseParams  # noqa: E402
@@ -147,6 +148,12 @@ def test_sample_data(viewer, key, name, rgb):
 
 
 # ----------------------------------------------------------------------------- controls
+#: The fields darktable's GUI shows in percent (speeds, anisotropies, sharpness, threshold).
+PERCENT_FIELDS = {"first", "second", "third", "fourth", "anisotropy_first",
+                  "anisotropy_second", "anisotropy_third", "anisotropy_fourth", "sharpness",
+                  "luminance_threshold"}
+
+
 def test_every_control_has_darktables_range_label_and_help(widget):
     for spec in FIELDS:
         control = getattr(widget, spec.name)
@@ -156,9 +163,11 @@ def test_every_control_has_darktables_range_label_and_help(widget):
         if spec.kind is bool:  # keep_saturated: a check box, no range
             assert isinstance(control, CheckBox)
             continue
-        factor = 100 if spec.percent else 1
-        assert (control.min, control.max) == (spec.minimum * factor, spec.maximum * factor)
-        if spec.percent:
+        _, low, high, default = DARKTABLE_TABLE[spec.name]  # darktable's, written out
+        factor = 100 if spec.name in PERCENT_FIELDS else 1
+        assert (control.min, control.max) == (low * factor, high * factor)
+        assert control.value == default * factor
+        if factor == 100:
             assert control.native.suffix() == " %"
     assert widget.params == DiffuseParams()
 

@@ -154,6 +154,10 @@ def _check(spec: FieldSpec, value: Any) -> int | float | bool:
     return number
 
 
+#: The defaults, from :data:`FIELDS` (their one source).
+_DEFAULTS = {f.name: f.kind(f.default) for f in FIELDS}
+
+
 @dataclasses.dataclass(frozen=True)
 class DiffuseParams:
     """Parameters of darktable's *diffuse or sharpen* module.
@@ -171,22 +175,22 @@ class DiffuseParams:
         field, the value and the accepted range or values.
     """
 
-    iterations: int = 1
-    radius: int = 8
-    radius_center: int = 0
-    first: float = 0.0
-    second: float = 0.0
-    third: float = 0.0
-    fourth: float = 0.0
-    anisotropy_first: float = 0.0
-    anisotropy_second: float = 0.0
-    anisotropy_third: float = 0.0
-    anisotropy_fourth: float = 0.0
-    sharpness: float = 0.0
-    edge_sensitivity: float = 0.0
-    edge_threshold: float = 0.0
-    luminance_threshold: float = 0.0
-    keep_saturated: bool = False
+    iterations: int = _DEFAULTS["iterations"]
+    radius: int = _DEFAULTS["radius"]
+    radius_center: int = _DEFAULTS["radius_center"]
+    first: float = _DEFAULTS["first"]
+    second: float = _DEFAULTS["second"]
+    third: float = _DEFAULTS["third"]
+    fourth: float = _DEFAULTS["fourth"]
+    anisotropy_first: float = _DEFAULTS["anisotropy_first"]
+    anisotropy_second: float = _DEFAULTS["anisotropy_second"]
+    anisotropy_third: float = _DEFAULTS["anisotropy_third"]
+    anisotropy_fourth: float = _DEFAULTS["anisotropy_fourth"]
+    sharpness: float = _DEFAULTS["sharpness"]
+    edge_sensitivity: float = _DEFAULTS["edge_sensitivity"]
+    edge_threshold: float = _DEFAULTS["edge_threshold"]
+    luminance_threshold: float = _DEFAULTS["luminance_threshold"]
+    keep_saturated: bool = _DEFAULTS["keep_saturated"]
 
     def __post_init__(self) -> None:
         for spec in FIELDS:
