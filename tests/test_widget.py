@@ -545,3 +545,15 @@ def test_opencl_backend_without_device_is_an_error_message(viewer, widget, qtbot
     run_and_wait(widget, qtbot)
     assert any("OpenCL backend is not available" in text for text in messages.texts("error"))
     assert layer_names(viewer) == ["cells"]
+
+
+def test_a_broken_user_preset_is_a_notification_not_a_traceback(viewer, config_folder,
+                                                                messages):
+    from napari_diffuse.user_presets import presets_dir, save_user_preset
+
+    save_user_preset("good", DiffuseParams(iterations=3))
+    (presets_dir() / "broken.json").write_text("{not json")
+    made = DiffuseWidget(viewer)
+    assert "good" in made.preset.choices
+    assert any("broken.json" in text for text in messages.texts("warning"))
+    assert not messages.texts("error")

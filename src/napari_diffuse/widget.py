@@ -40,6 +40,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -67,7 +68,13 @@ from . import api, intensity, tiling
 from .backends import BACKENDS
 from .params import FIELDS, DiffuseParams, FieldSpec
 from .presets import GROUPS, list_presets, load_preset
-from .user_presets import list_user_presets, load_user_preset, read_darktable_file, save_user_preset
+from .user_presets import (
+    PresetFileWarning,
+    list_user_presets,
+    load_user_preset,
+    read_darktable_file,
+    save_user_preset,
+)
 from .widget_calibrate import CALIBRATED, CalibrateMixin
 
 __all__ = ["DiffuseWidget", "control_value", "param_value", "CUSTOM", "CALIBRATED",
@@ -433,7 +440,11 @@ class DiffuseWidget(CalibrateMixin, Container):
         choices = [CUSTOM] + ([CALIBRATED] if self._calibrated is not None else [])
         for group in GROUPS:
             choices += [GROUP_TITLES[group], *list_presets(group)]
-        user = list_user_presets()
+        with warnings.catch_warnings(record=True) as skipped:
+            warnings.simplefilter("always", PresetFileWarning)
+            user = list_user_presets()
+        for warning in skipped:  # a broken preset file: a notification, not a traceback
+            show_warning(str(warning.message))
         return choices + ([GROUP_TITLES["user"], *user] if user else [])
 
     def _make_device_control(self) -> ComboBox:
