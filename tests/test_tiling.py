@@ -78,6 +78,7 @@ def test_inpaint_highlights_chunked_equals_whole():
     _assert_chunked_equals_whole(image, 65, -1, preset="inpaint highlights", iterations=4)
 
 
+@pytest.mark.filterwarnings("ignore::napari_diffuse.errors.InpaintingWarning")  # few iterations
 def test_user_mask_chunked_equals_whole():
     image = _image((133, 127), 2, seed=5)
     mask = np.zeros(image.shape[:2], bool)

@@ -168,3 +168,19 @@ def test_the_nan_message_gives_a_remedy_that_works():
     filled = diffuse(np.nan_to_num(image), preset="fill gaps under a mask", mask=holes,
                      backend="numpy")
     assert np.isfinite(filled).all() and 0.2 < filled[holes].mean() < 0.8
+
+
+def test_a_mask_with_settings_too_gentle_to_fill_it_warns():
+    """darktable's start noise in a mask survives a denoise preset: say so (a 0..2 image)."""
+    from napari_diffuse.errors import InpaintingWarning
+
+    yy, xx = np.mgrid[:64, :64]
+    image = (1.0 + np.sin(xx / 6.0) * np.cos(yy / 9.0)).astype(np.float32)  # 0..2
+    mask = np.zeros(image.shape, bool)
+    mask[20:30, 10:50] = True
+    with pytest.warns(InpaintingWarning, match="fill gaps under a mask"):
+        diffuse(image, preset="denoise: fine", mask=mask, backend="numpy")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", InpaintingWarning)
+        filled = diffuse(image, preset="fill gaps under a mask", mask=mask, backend="numpy")
+    assert filled[mask].max() <= image.max() + 0.1

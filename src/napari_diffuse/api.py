@@ -8,6 +8,7 @@ back to the caller's shape and dtype. Dask arrays, and NumPy planes too large fo
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -15,6 +16,7 @@ import numpy as np
 
 from . import intensity, tiling
 from .backends import get_solver
+from .errors import InpaintingWarning
 from .params import DiffuseParams
 from .plan import make_plan
 
@@ -229,18 +231,42 @@ def diffuse(image, params: DiffuseParams | None = None, *, preset: str | None = 
         return tiling.diffuse_lazy(image, layout, params, plan, exact=exact, **chunking)
     if tiling.needs_chunks(layout, plan, chunks=chunks,
                            exact=exact or (solver.TILES_ON_DEVICE and chunks is None)):
-        return tiling.diffuse_chunked(np.asarray(image), layout, params, plan, progress=progress,
-                                      **chunking)
-    planes = _planes(image, layout)
-    masks = _masks(planes, layout, mask)
-    total = planes.shape[0] * plan.iterations
-    results = []
-    for p, (plane, plane_mask) in enumerate(zip(planes, masks, strict=True)):
-        report = None if progress is None else (
-            lambda done, _total, p=p: progress(p * plan.iterations + done, total))
-        results.append(solver.solve(plane, plan, plane_mask, progress=report))
-    out = results[0][None] if len(results) == 1 else np.stack(results)
-    return intensity.from_planes(out, layout)
+        result = tiling.diffuse_chunked(np.asarray(image), layout, params, plan,
+                                        progress=progress, **chunking)
+    else:
+        planes = _planes(image, layout)
+        masks = _masks(planes, layout, mask)
+        total = planes.shape[0] * plan.iterations
+        results = []
+        for p, (plane, plane_mask) in enumerate(zip(planes, masks, strict=True)):
+            report = None if progress is None else (
+                lambda done, _total, p=p: progress(p * plan.iterations + done, total))
+            results.append(solver.solve(plane, plan, plane_mask, progress=report))
+        out = results[0][None] if len(results) == 1 else np.stack(results)
+        result = intensity.from_planes(out, layout)
+    if mask is not None:
+        _warn_unfilled(image, result, layout, mask)
+    return result
+
+
+def _warn_unfilled(image, result, layout: intensity.Layout, mask) -> None:
+    """Warn when inpainted pixels end beyond the known pixels' range by more than its span:
+    darktable's start noise (up to a few times each pixel's value) was not diffused away."""
+    masks = intensity.check_mask(mask, layout)
+    if not masks.any() or masks.all():
+        return
+    known = intensity.to_planes(image, layout)[~masks]
+    filled = intensity.to_planes(result, layout)[masks]
+    low, high = float(known.min()), float(known.max())
+    span = max(high - low, np.finfo(np.float32).eps)
+    outside = (filled > high + span) | (filled < low - span)
+    if outside.any():
+        warnings.warn(InpaintingWarning(
+            f"{int(outside.sum())} of {filled.size} inpainted values end far outside the known "
+            f"pixels' range ({low:.4g}..{high:.4g} in working units; up to "
+            f"{float(filled.max()):.4g}): these settings diffuse too little to fill the mask "
+            "from darktable's seeded start noise. Use the preset 'fill gaps under a mask' or "
+            "calibrate(image, 'inpaint', mask=...)"), stacklevel=3)
 
 
 def _identity(image, layout: intensity.Layout, mask, plan, progress):

@@ -45,6 +45,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -53,7 +54,7 @@ from scipy import ndimage
 from . import intensity
 from .api import diffuse
 from .backends import get_solver
-from .errors import DivergenceError
+from .errors import DivergenceError, InpaintingWarning
 from .params import DiffuseParams
 from .plan import Checkpoints, make_plan
 
@@ -114,8 +115,10 @@ class _Evaluator:
         self.cache: dict[DiffuseParams, tuple[float, int]] = {}
 
     def run(self, work: np.ndarray, params: DiffuseParams, mask=None) -> np.ndarray:
-        return diffuse(work, params, channel_axis=-1, mask=mask, backend=self.backend,
-                       value_range=(0.0, 1.0))
+        with warnings.catch_warnings():  # a candidate that fills badly just scores badly
+            warnings.simplefilter("ignore", InpaintingWarning)
+            return diffuse(work, params, channel_axis=-1, mask=mask, backend=self.backend,
+                           value_range=(0.0, 1.0))
 
     def tick(self) -> None:
         self.budget = max(self.budget, len(self.cache))

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-__all__ = ["DivergenceError"]
+__all__ = ["DivergenceError", "InpaintingWarning"]
+
+
+class InpaintingWarning(UserWarning):
+    """Masked pixels ended far outside the known pixels' range: the settings diffused too
+    little to fill the mask from darktable's seeded start noise."""
 
 
 class DivergenceError(ValueError):
