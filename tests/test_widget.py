@@ -362,6 +362,7 @@ def test_results_of_two_inputs_are_kept_apart(viewer, widget, qtbot):
     assert layer_names(viewer) == ["a", "a [custom]", "b", "b [custom]"]
 
 
+@pytest.mark.filterwarnings("ignore::napari_diffuse.errors.InpaintingWarning")  # FAST
 def test_mask_layers_inpaint(viewer, widget, qtbot):
     data = images()["gray"][0]
     layer = viewer.add_image(data, name="cells")

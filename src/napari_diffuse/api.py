@@ -250,20 +250,22 @@ def diffuse(image, params: DiffuseParams | None = None, *, preset: str | None = 
 
 
 def _warn_unfilled(image, result, layout: intensity.Layout, mask) -> None:
-    """Warn when inpainted pixels end beyond the known pixels' range by more than its span:
-    darktable's start noise (up to a few times each pixel's value) was not diffused away."""
+    """Warn when inpainted pixels end beyond the input's range by more than its span:
+    darktable's start noise (up to a few times each pixel's value) was not diffused away.
+    The whole input counts (a clipped highlight may rightly be brighter than every known
+    pixel), so only an overshoot of the original values themselves warns."""
     masks = intensity.check_mask(mask, layout)
-    if not masks.any() or masks.all():
+    if not masks.any():
         return
-    known = intensity.to_planes(image, layout)[~masks]
+    before = intensity.to_planes(image, layout)
     filled = intensity.to_planes(result, layout)[masks]
-    low, high = float(known.min()), float(known.max())
+    low, high = float(before.min()), float(before.max())
     span = max(high - low, np.finfo(np.float32).eps)
     outside = (filled > high + span) | (filled < low - span)
     if outside.any():
         warnings.warn(InpaintingWarning(
-            f"{int(outside.sum())} of {filled.size} inpainted values end far outside the known "
-            f"pixels' range ({low:.4g}..{high:.4g} in working units; up to "
+            f"{int(outside.sum())} of {filled.size} inpainted values end far outside the "
+            f"image's range ({low:.4g}..{high:.4g} in working units; up to "
             f"{float(filled.max()):.4g}): these settings diffuse too little to fill the mask "
             "from darktable's seeded start noise. Use the preset 'fill gaps under a mask' or "
             "calibrate(image, 'inpaint', mask=...)"), stacklevel=3)
