@@ -151,3 +151,25 @@ def test_any_channel_axis_and_dtype_gives_the_channels_last_result(channel_axis,
     expected = diffuse(last, channel_axis=-1, **settings)
     np.testing.assert_array_equal(np.moveaxis(out, channel_axis, -1), expected)
     assert not np.array_equal(out, moved)  # the run changed something: the check can fail
+
+
+@pytest.mark.parametrize("shape, channel_axis", [((5, 6), None), ((3, 5, 6), None),
+                                                 ((2, 3, 5, 6), None), ((3, 5, 6), 0),
+                                                 ((2, 5, 6, 4), -1), ((2, 4, 3, 5, 6), 1)])
+def test_one_plane_converts_like_the_whole_stack(shape, channel_axis):
+    """intensity.to_plane(image, layout, i) is to_planes(image, layout)[i], for NumPy and
+    dask input, with the channel axis anywhere."""
+    import dask.array as da
+
+    from napari_diffuse import intensity
+
+    image = np.random.default_rng(2).integers(0, 4000, shape).astype(np.uint16)
+    layout = intensity.check_image(image, channel_axis, "auto")
+    planes = intensity.to_planes(image, layout)
+    assert planes.shape[0] > 1 or len(shape) == 2 + (channel_axis is not None)
+    for index in range(planes.shape[0]):
+        np.testing.assert_array_equal(intensity.to_plane(image, layout, index), planes[index])
+        lazy = da.from_array(image, chunks=2)
+        np.testing.assert_array_equal(intensity.to_plane(lazy, layout, index), planes[index])
+    if planes.shape[0] > 1:  # the comparison can fail: planes differ
+        assert not np.array_equal(planes[0], planes[-1])

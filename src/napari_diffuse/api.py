@@ -233,6 +233,7 @@ def diffuse(image, params: DiffuseParams | None = None, *, preset: str | None = 
                            exact=exact or (solver.TILES_ON_DEVICE and chunks is None)):
         result = tiling.diffuse_chunked(np.asarray(image), layout, params, plan,
                                         progress=progress, **chunking)
+        planes = None
     else:
         planes = _planes(image, layout)
         masks = _masks(planes, layout, mask)
@@ -245,19 +246,20 @@ def diffuse(image, params: DiffuseParams | None = None, *, preset: str | None = 
         out = results[0][None] if len(results) == 1 else np.stack(results)
         result = intensity.from_planes(out, layout)
     if mask is not None:
-        _warn_unfilled(image, result, layout, mask)
+        before = intensity.to_planes(image, layout) if planes is None else planes
+        _warn_unfilled(before, result, layout, mask)
     return result
 
 
-def _warn_unfilled(image, result, layout: intensity.Layout, mask) -> None:
+def _warn_unfilled(before: np.ndarray, result, layout: intensity.Layout, mask) -> None:
     """Warn when inpainted pixels end beyond the input's range by more than its span:
     darktable's start noise (up to a few times each pixel's value) was not diffused away.
     The whole input counts (a clipped highlight may rightly be brighter than every known
-    pixel), so only an overshoot of the original values themselves warns."""
+    pixel), so only an overshoot of the original values themselves warns. ``before`` is
+    the input in working units (:func:`~napari_diffuse.intensity.to_planes`)."""
     masks = intensity.check_mask(mask, layout)
     if not masks.any():
         return
-    before = intensity.to_planes(image, layout)
     filled = intensity.to_planes(result, layout)[masks]
     low, high = float(before.min()), float(before.max())
     span = max(high - low, np.finfo(np.float32).eps)

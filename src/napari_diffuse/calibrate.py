@@ -104,6 +104,13 @@ class Calibration:
     evaluations: int  #: candidate settings run
     seconds: float
 
+    def summary(self) -> str:
+        """One line for people: the time, the loss reached against the input's, the
+        candidates run and the region (the CLI, the demo and the widget show it)."""
+        return (f"calibrated in {self.seconds:.1f} s: self-supervised loss {self.loss:.3g} "
+                f"(input {self.input_loss:.3g}), {self.evaluations} evaluations on region "
+                f"{self.region}")
+
 
 class _Evaluator:
     """Runs candidates (denoising: on the solver, with checkpoints; inpainting: through
@@ -170,14 +177,15 @@ def _auto_region(plane: np.ndarray, mask: np.ndarray | None) -> tuple[int, int, 
     return best[0], best[1], best[0] + side_y, best[1] + side_x
 
 
-def _calibration_plane(image, layout: intensity.Layout, region, mask):
-    """Return the working-unit crop ``(h, w, C)``, its mask crop and the region used."""
-    planes = intensity.to_planes(image, layout)
-    index = planes.shape[0] // 2  # the middle plane of a stack
-    plane = planes[index]
-    plane_mask = None
-    if mask is not None:
-        plane_mask = intensity.check_mask(mask, layout)[index]
+def _calibration_plane(image, layout: intensity.Layout, region, masks: np.ndarray | None):
+    """Return the working-unit crop ``(h, w, C)``, its mask crop and the region used.
+
+    ``masks`` is :func:`~napari_diffuse.intensity.check_mask`'s ``(planes, H, W)``, or None.
+    Only the middle plane of a stack is read and converted.
+    """
+    index = int(np.prod(layout.leading_shape, dtype=np.int64)) // 2
+    plane = intensity.to_plane(image, layout, index)
+    plane_mask = None if masks is None else masks[index]
     if region is None:
         if min(plane.shape[:2]) < MIN_SIZE:
             raise ValueError(f"the image's planes are {plane.shape[0]}x{plane.shape[1]} pixels; "
@@ -496,18 +504,19 @@ def calibrate(image, task: str = "denoise", *, mask=None, channel_axis: int | No
     if not hasattr(image, "dtype") or not hasattr(image, "shape"):
         image = np.asarray(image)
     layout = intensity.check_image(image, channel_axis, value_range)
+    masks = None
     if task == "inpaint":
         if mask is None:
             raise ValueError("task='inpaint' needs mask=... (True where pixels are missing)")
-        whole = intensity.check_mask(mask, layout)
-        if not whole.any():
+        masks = intensity.check_mask(mask, layout)
+        if not masks.any():
             raise ValueError("the mask has no True pixel: there is nothing to inpaint")
-        if whole.all():
+        if masks.all():
             raise ValueError("the mask is True everywhere: inpainting needs known pixels "
                              "around the holes")
     elif mask is not None:
         raise ValueError("mask=... is only used with task='inpaint'")
-    work, crop_mask, region = _calibration_plane(image, layout, region, mask)
+    work, crop_mask, region = _calibration_plane(image, layout, region, masks)
     if task == "inpaint":
         if not crop_mask.any() or crop_mask.all():
             raise ValueError(f"region={region} holds {'no' if not crop_mask.any() else 'only'} "

@@ -175,9 +175,7 @@ def _calibrate(args: argparse.Namespace, task: str, image: np.ndarray,
                                    region=args.region, progress=bar, extra_output=True)
     finally:
         bar.close()
-    print(f"calibrated in {report.seconds:.1f} s on region {report.region}: self-supervised "
-          f"loss {report.loss:.3g} (input {report.input_loss:.3g}), {report.evaluations} "
-          "evaluations", file=sys.stderr)
+    print(report.summary(), file=sys.stderr)
     return params
 
 
@@ -252,8 +250,7 @@ def _calibrate_sample(image: np.ndarray, sample, channel_axis: int | None, backe
     """The demo's calibration of a sample, reported on stdout."""
     params, report = calibrate(image, sample.calibrate, channel_axis=channel_axis,
                                backend=backend, extra_output=True)
-    print(f"{sample.description}: calibrated in {report.seconds:.1f} s, self-supervised loss "
-          f"{report.loss:.3g} (input {report.input_loss:.3g}): {params.to_json()}")
+    print(f"{sample.description}: {report.summary()}: {params.to_json()}")
     return params
 
 

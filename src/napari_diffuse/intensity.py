@@ -27,7 +27,7 @@ import numpy as np
 
 __all__ = ["Layout", "IntensityWarning", "SAMPLE_SIZE", "auto_range", "check_image",
            "to_planes", "from_planes", "to_working", "from_working", "above_threshold",
-           "check_mask", "check_mask_shape", "MAX_WORKING"]
+           "check_mask", "check_mask_shape", "MAX_WORKING", "peak_magnitude", "to_plane"]
 
 #: At most this many values (a strided subsample) estimate the percentiles of
 #: :func:`auto_range`; NumPy and dask input of one shape use the same subsample.
@@ -368,6 +368,27 @@ def to_planes(image, layout: Layout) -> np.ndarray:
     return to_working(data.reshape(-1, height, width, layout.channels), layout)
 
 
+def to_plane(image, layout: Layout, index: int) -> np.ndarray:
+    """Return plane ``index`` of :func:`to_planes`, ``(H, W, C)`` float32 working units,
+    reading and converting that plane alone (not a stack's other planes, nor a dask
+    array's other chunks)."""
+    leading = len(layout.leading_shape)
+    position = iter(np.unravel_index(index, layout.leading_shape) if leading else ())
+    key, taken = [], 0
+    for axis in range(len(layout.shape)):  # the leading axes are the first non-channel ones
+        if axis != layout.channel_axis and taken < leading:
+            key.append(int(next(position)))
+            taken += 1
+        else:
+            key.append(slice(None))
+    data = np.asarray(image[tuple(key)])
+    if layout.channel_axis is None:
+        data = data[..., None]
+    else:  # the channel axis moved left by the leading axes before it
+        data = np.moveaxis(data, layout.channel_axis - min(layout.channel_axis, leading), -1)
+    return to_working(data, layout)
+
+
 #: Largest magnitude a working value may have: the solvers compute in float32 (largest
 #: finite value 3.4e38) and add, difference and square values, so they need headroom.
 MAX_WORKING = 1e30
@@ -414,12 +435,19 @@ def to_working(values, layout: Layout) -> np.ndarray:
     return work
 
 
+def peak_magnitude(a: np.ndarray) -> float:
+    """The largest magnitude in ``a``; NaN if it holds a NaN (max and min propagate it).
+
+    Two reductions and no temporary array (unlike ``numpy.abs(a).max()``).
+    """
+    return max(float(a.max()), -float(a.min())) if a.size else 0.0
+
+
 def _check_working(work: np.ndarray, layout: Layout) -> None:
     """Raise ``ValueError`` if finite working values exceed :data:`MAX_WORKING`."""
     if work.size == 0 or work.dtype.kind != "f":
         return
-    peak = np.max(np.abs(work))
-    if peak <= MAX_WORKING:
+    if peak_magnitude(work) <= MAX_WORKING:
         return
     over = np.isfinite(work) & (np.abs(work) > MAX_WORKING)
     count = int(over.sum())

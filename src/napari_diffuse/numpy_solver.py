@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .intensity import above_threshold
+from .intensity import above_threshold, peak_magnitude
 from .noise import inpaint_noise
 from .plan import (
     GRADIENT,
@@ -27,12 +27,13 @@ from .plan import (
     Checkpoints,
     Plan,
     ScaleStep,
+    checked_iterations,
     divergence_bound,
     divergence_error,
 )
 
-__all__ = ["TILES_ON_DEVICE", "check_divergence", "inpaint_start", "keep_saturated",
-           "peak_magnitude", "solve", "variance_map"]
+__all__ = ["TILES_ON_DEVICE", "check_divergence", "inpaint_start", "keep_saturated", "solve",
+           "variance_map"]
 
 #: This solver's buffers (about ``scales + 10`` image copies) live in host memory.
 TILES_ON_DEVICE = False
@@ -346,11 +347,11 @@ def solve(image: np.ndarray, plan: Plan, mask: np.ndarray | None = None, *,
     DivergenceError
         At the first iteration of ``plan.divergence_checks`` (or of ``checkpoints.at``)
         whose result holds a non-finite value or one above
-        :func:`~napari_diffuse.plan.divergence_bound` of the input's largest value.
+        :func:`~napari_diffuse.plan.divergence_bound` of the input.
     """
     image = original = np.ascontiguousarray(image, dtype=F32)
-    bound = divergence_bound(peak_magnitude(image))
-    checks = plan.divergence_checks | (checkpoints.at if checkpoints is not None else frozenset())
+    bound = divergence_bound(image)
+    checks = checked_iterations(plan, checkpoints)
     mask = _mask_or_luminance(mask, image, plan)
     if mask is not None:
         image = inpaint_start(image, mask, origin, full_width)
@@ -372,11 +373,6 @@ def solve(image: np.ndarray, plan: Plan, mask: np.ndarray | None = None, *,
             break
     keep_saturated(current, original, mask, plan)
     return current
-
-
-def peak_magnitude(a: np.ndarray) -> float:
-    """The largest magnitude in ``a``; NaN if it holds a NaN (max and min propagate it)."""
-    return max(float(a.max()), -float(a.min())) if a.size else 0.0
 
 
 def check_divergence(current: np.ndarray, plan: Plan, done: int, bound: float) -> None:

@@ -37,7 +37,14 @@ import pyopencl.cltypes as cltypes
 
 from . import numpy_solver
 from .opencl_devices import OpenCLUnavailable, select_device
-from .plan import VARIANCE_MAP_REACH, Checkpoints, Plan, divergence_bound, divergence_error
+from .plan import (
+    VARIANCE_MAP_REACH,
+    Checkpoints,
+    Plan,
+    checked_iterations,
+    divergence_bound,
+    divergence_error,
+)
 from .resources import data_dir
 
 __all__ = ["Engine", "KERNEL_FILES", "TILES_ON_DEVICE", "configure", "engine", "plan_tiles",
@@ -531,7 +538,7 @@ class Engine:
         checking on the device at the same iterations.
         """
         image = np.ascontiguousarray(image, dtype=F32)
-        bound = divergence_bound(numpy_solver.peak_magnitude(image))
+        bound = divergence_bound(image)
         full_width = image.shape[1] if full_width is None else full_width
         overlap = plan.iterations * plan.reach_per_iteration
         tiles = self._tiles(image.shape, overlap, plan.scales + 3)
@@ -573,8 +580,7 @@ class Engine:
                           (origin[0] + tile.rows.start, origin[1] + tile.cols.start), full_width)
         kernels = self._iteration_kernels(program, image_buf, hf, lf, mask_buf, use_mask, shape,
                                           plan)
-        checks = plan.divergence_checks | (checkpoints.at if checkpoints is not None
-                                           else frozenset())
+        checks = checked_iterations(plan, checkpoints)
         previous = None
         for it in range(plan.iterations):
             last = self._iteration(kernels, events)

@@ -13,10 +13,12 @@ from collections.abc import Callable
 import numpy as np
 
 from .errors import DivergenceError
+from .intensity import peak_magnitude
 from .params import DiffuseParams
 
 __all__ = ["B_SPLINE_SIGMA", "DIVERGENCE_BOUND", "DIVERGENCE_CHECK_EVERY", "MAX_SCALES",
-           "Checkpoints", "Plan", "ScaleStep", "divergence_bound", "divergence_checks",
+           "Checkpoints", "Plan", "ScaleStep", "checked_iterations", "divergence_bound",
+           "divergence_checks",
            "divergence_error", "make_plan", "num_scales", "reach_per_iteration"]
 
 F32 = np.float32
@@ -57,11 +59,17 @@ def divergence_checks(iterations: int) -> frozenset[int]:
                       iterations})
 
 
-def divergence_bound(input_peak: float) -> float:
-    """The largest magnitude a run may reach from an input whose largest magnitude is
-    ``input_peak``: :data:`DIVERGENCE_BOUND` times ``max(1, input_peak)``."""
-    peak = float(input_peak) if np.isfinite(input_peak) else 1.0
-    return DIVERGENCE_BOUND * max(1.0, peak)
+def divergence_bound(image: np.ndarray) -> float:
+    """The largest magnitude a run from ``image`` may reach: :data:`DIVERGENCE_BOUND`
+    times ``max(1, the image's largest magnitude)``."""
+    peak = peak_magnitude(image)
+    return DIVERGENCE_BOUND * max(1.0, peak if np.isfinite(peak) else 1.0)
+
+
+def checked_iterations(plan: Plan, checkpoints: Checkpoints | None) -> frozenset[int]:
+    """The iterations after which a solver checks for divergence: the plan's schedule and
+    every checkpoint (a result is checked before it is handed over)."""
+    return plan.divergence_checks | (checkpoints.at if checkpoints is not None else frozenset())
 
 
 def divergence_error(plan: "Plan", iteration: int, peak: float, bound: float) -> DivergenceError:

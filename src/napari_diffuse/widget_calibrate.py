@@ -171,8 +171,9 @@ class CalibrateMixin:
         """Create the task and region menus and the Calibrate button; return them."""
         self.calibration_task = ComboBox(
             name="calibration_task", label="task", value="denoise", choices=list(TASKS),
-            tooltip="denoise: a self-supervised search (hidden pixels predicted from their "
-                    "neighbours) for pixel-independent noise, Poisson-Gaussian included.\n"
+            tooltip="denoise: a self-supervised search (the image recorrupted with its own "
+                    "estimated noise predicts itself) for pixel-independent noise, "
+                    "Poisson-Gaussian included.\n"
                     "inpaint: fill the inpaint mask's pixels; radius and iterations from "
                     "the largest hole, the rest by predicting known pixels around it.")
         self.calibration_region = ComboBox(
@@ -246,6 +247,4 @@ class CalibrateMixin:
         else:
             self.preset.value = CALIBRATED  # sets the controls, not "custom"
         self.progress.value = self.progress.max
-        self._say(f"calibrated in {report.seconds:.1f} s: self-supervised loss "
-                  f"{report.loss:.3g} (input {report.input_loss:.3g}), "
-                  f"{report.evaluations} evaluations on region {report.region}")
+        self._say(report.summary())
