@@ -117,7 +117,8 @@ def test_set_takes_booleans(tmp_path):
     for value in ("true", "1"):
         result = cli("run", tmp_path / "in.tif", "-o", tmp_path / "out.tif", "--preset",
                      "inpaint highlights", "--set", "luminance_threshold=0.6", "--set",
-                     f"keep_saturated={value}", "--set", "iterations=2", "--backend", "numpy")
+                     f"keep_saturated={value}", "--set", "iterations=2", "--backend", "numpy",
+                     "--overwrite")
         assert result.returncode == 0, result.stderr
         expected = diffuse(image, preset="inpaint highlights", luminance_threshold=0.6,
                            keep_saturated=True, iterations=2, backend="numpy")
@@ -167,7 +168,7 @@ def test_undetected_value_range_warns_in_one_line(tmp_path):
     (["calibrate", "{tif}", "--task", "sharpen"], "--task"),
     (["calibrate", "{tif}", "--task", "inpaint"], "--mask"),
     (["calibrate", "{tif}", "--channel-axis", "first"], "--channel-axis"),
-    (["calibrate", "{tif}", "--channel-axis", "2"], "channel_axis=2"),
+    (["calibrate", "{tif}", "--channel-axis", "2"], "--channel-axis 2: out of range"),
     (["calibrate", "{tif}", "--mask", "{missing}"], "--mask"),
     (["run", "{tif}", "-o", "{out}", "--calibrate", "inpaint"], "--mask"),
     (["run", "{tif}", "-o", "{out}", "--calibrate", "denoise", "--preset", "bloom"],

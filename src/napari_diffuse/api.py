@@ -17,6 +17,7 @@ import numpy as np
 from . import intensity, tiling
 from .backends import get_solver
 from .errors import InpaintingWarning
+from .missing import check_nan_policy, diffuse_with_missing, started
 from .params import DiffuseParams
 from .plan import make_plan
 
@@ -86,9 +87,9 @@ def _copy_block(block: np.ndarray) -> np.ndarray:
         n_nan = int(np.isnan(block).sum())
         raise ValueError(
             f"a chunk of the image contains {n_nan} NaN and "
-            f"{int((~np.isfinite(block)).sum()) - n_nan} infinite value(s), which are refused "
-            "even under a mask. Replace them first (numpy.nan_to_num), then, to fill them "
-            "from their surroundings, inpaint with mask=~numpy.isfinite(image)")
+            f"{int((~np.isfinite(block)).sum()) - n_nan} infinite value(s). To treat them as "
+            "missing data pass nan='inpaint' (fill them) or nan='keep' (fill them for the "
+            "computation, put them back afterwards)")
     return block.copy()
 
 
@@ -101,7 +102,7 @@ def diffuse(image, params: DiffuseParams | None = None, *, preset: str | None = 
             channel_axis: int | None = None, mask=None, backend: str = "auto",
             value_range: ValueRange = None, progress: Progress | None = None,
             chunks: int | tuple[int, int] | None = None, depth: int | str = "auto",
-            exact: bool = False, **overrides: Any):
+            exact: bool = False, nan: str = "error", **overrides: Any):
     """Diffuse or sharpen an image with darktable's multiscale anisotropic heat model.
 
     Parameters
@@ -166,6 +167,15 @@ def diffuse(image, params: DiffuseParams | None = None, *, preset: str | None = 
         block would exceed the memory budget.
     exact : bool
         Process whole spatial planes (no seams); memory grows with the plane size.
+    nan : {"error", "inpaint", "keep"}
+        What NaN and infinite values mean. ``"error"`` (default): they are refused
+        (``ValueError``). ``"inpaint"``: missing data, filled from their surroundings
+        (started from the nearest finite pixel, inpainted with the preset ``fill gaps
+        under a mask`` for as many iterations as the widest hole needs, then the settings
+        run on the whole filled image; with ``mask``, they join it). ``"keep"``: filled
+        the same way for the computation, so they disturb nothing around them, and put
+        back afterwards. A pixel not finite in any channel is missing in all. See
+        :mod:`napari_diffuse.missing`.
     **overrides
         Any :class:`DiffuseParams` field, e.g. ``iterations=8``.
 
@@ -211,18 +221,16 @@ def diffuse(image, params: DiffuseParams | None = None, *, preset: str | None = 
     >>> big = da.from_zarr("in.zarr")                           # doctest: +SKIP
     >>> diffuse(big, preset="denoise: medium").to_zarr("out.zarr")  # doctest: +SKIP
     """
+    if check_nan_policy(nan) != "error":
+        return _diffuse_missing(image, params, preset=preset, channel_axis=channel_axis,
+                                mask=mask, backend=backend, value_range=value_range,
+                                progress=progress, chunks=chunks, depth=depth, exact=exact,
+                                nan=nan, overrides=overrides)
     image, params, layout = _validate(image, params, preset, channel_axis, value_range,
                                       overrides)
-    tiling.check_depth(depth)
-    tiling.check_chunks(chunks)
-    if progress is not None and not callable(progress):
-        raise TypeError(f"progress={progress!r} is not callable; pass a function "
-                        "progress(done, total), or None")
+    _check_options(image, backend, progress, chunks, depth)
     solver = get_solver(backend)
     plan = make_plan(params)
-    if tiling.is_dask(image) and progress is not None:
-        raise TypeError("progress is not used with dask input (it is computed later); "
-                        "use dask.diagnostics.ProgressBar or the distributed dashboard")
     if _changes_nothing(params, mask):
         return _identity(image, layout, mask, plan, progress)
     chunking = dict(backend=backend, mask=mask, chunks=chunks, depth=depth,
@@ -249,6 +257,57 @@ def diffuse(image, params: DiffuseParams | None = None, *, preset: str | None = 
         before = intensity.to_planes(image, layout) if planes is None else planes
         _warn_unfilled(before, result, layout, mask)
     return result
+
+
+def _started(image, channel_axis, nan: str):
+    """``image`` as the extra outputs see it: missing pixels started when ``nan`` allows."""
+    if check_nan_policy(nan) == "error":
+        return image
+    if not hasattr(image, "dtype") or not hasattr(image, "shape"):
+        image = np.asarray(image)
+    intensity.check_image(image, channel_axis, "dtype")  # a valid channel axis, no reading
+    return started(image, channel_axis)
+
+
+def _check_options(image, backend: str, progress, chunks, depth) -> None:
+    tiling.check_depth(depth)
+    tiling.check_chunks(chunks)
+    if progress is not None and not callable(progress):
+        raise TypeError(f"progress={progress!r} is not callable; pass a function "
+                        "progress(done, total), or None")
+    get_solver(backend)
+    if tiling.is_dask(image) and progress is not None:
+        raise TypeError("progress is not used with dask input (it is computed later); "
+                        "use dask.diagnostics.ProgressBar or the distributed dashboard")
+
+
+def _diffuse_missing(image, params, *, preset, channel_axis, mask, backend, value_range,
+                     progress, chunks, depth, exact, nan, overrides):
+    """:func:`diffuse` with ``nan="inpaint"`` or ``"keep"``: every argument checked first,
+    then :func:`~napari_diffuse.missing.diffuse_with_missing`."""
+    params = resolve_params(params, preset, **overrides)
+    if not hasattr(image, "dtype") or not hasattr(image, "shape"):
+        image = np.asarray(image)
+    if tiling.is_dask(image):
+        tiling.check_known_chunks(image)
+    layout = intensity.check_image(image, channel_axis, "dtype")  # reads no values
+    intensity.check_value_range(value_range)
+    if mask is not None:
+        intensity.check_mask_shape(mask, layout)
+    _check_options(image, backend, progress, chunks, depth)
+    common = dict(channel_axis=channel_axis, backend=backend, chunks=chunks, depth=depth,
+                  exact=exact)
+
+    def run(array, fill, *, mask, value_range, progress, **changes):
+        if fill is None:
+            return diffuse(array, params, mask=mask, value_range=value_range,
+                           progress=progress, **common)
+        return diffuse(array, preset=fill, mask=mask, value_range=value_range,
+                       progress=progress, **common, **changes)
+
+    return diffuse_with_missing(image, nan, channel_axis=channel_axis, mask=mask,
+                                value_range=value_range, progress=progress, run=run,
+                                iterations=params.iterations)
 
 
 def _warn_unfilled(before: np.ndarray, result, layout: intensity.Layout, mask) -> None:
@@ -291,19 +350,22 @@ def _identity(image, layout: intensity.Layout, mask, plan, progress):
 
 def luminance_mask(image, params: DiffuseParams | None = None, *, preset: str | None = None,
                    channel_axis: int | None = None, value_range: ValueRange = None,
-                   **overrides: Any) -> np.ndarray:
+                   nan: str = "error", **overrides: Any) -> np.ndarray:
     """Return the luminance mask: where :func:`diffuse` would inpaint.
 
     True where any colour channel (R, G, B; the 4th of 4 channels is alpha; every
     channel otherwise) is above ``luminance_threshold``, in working units. All False
     when the threshold is 0 (darktable then diffuses everywhere). The arguments are
-    those of :func:`diffuse`; ``value_range`` sets the working units (and may warn).
+    those of :func:`diffuse`; ``value_range`` sets the working units (and may warn);
+    with ``nan="inpaint"`` or ``"keep"`` missing pixels take their nearest finite
+    pixel's values first (:func:`napari_diffuse.missing.started`).
 
     Returns
     -------
     numpy.ndarray of bool
         The image's leading plus spatial shape; lazy (dask) for dask input.
     """
+    image = _started(image, channel_axis, nan)
     image, params, layout = _validate(image, params, preset, channel_axis, value_range,
                                       overrides)
     if tiling.is_dask(image):
@@ -317,7 +379,8 @@ def luminance_mask(image, params: DiffuseParams | None = None, *, preset: str | 
 
 def variance_map(image, params: DiffuseParams | None = None, *, preset: str | None = None,
                  channel_axis: int | None = None, mask=None, backend: str = "auto",
-                 value_range: ValueRange = None, **overrides: Any) -> np.ndarray:
+                 value_range: ValueRange = None, nan: str = "error",
+                 **overrides: Any) -> np.ndarray:
     """Return darktable's edge-variance term: what slows diffusion down near edges.
 
     ``10**edge_threshold + (10**edge_sensitivity - 1) * sigma_0**2 / 9 * sum_3x3(HF**2)``
@@ -325,7 +388,8 @@ def variance_map(image, params: DiffuseParams | None = None, *, preset: str | No
     speed is divided by it: bright areas of the map (edges, texture) are protected,
     dark areas (flat regions, values near ``10**edge_threshold``) diffuse at full speed.
     Use it to tune *edge sensitivity* and *edge threshold*. The arguments are those of
-    :func:`diffuse`; ``value_range`` sets the working units (and may warn).
+    :func:`diffuse`; ``value_range`` sets the working units (and may warn); ``nan`` as in
+    :func:`luminance_mask`.
 
     Returns
     -------
@@ -333,6 +397,7 @@ def variance_map(image, params: DiffuseParams | None = None, *, preset: str | No
         The image's leading plus spatial shape; lazy (dask, exact: chunks overlap by
         3 px) for dask input.
     """
+    image = _started(image, channel_axis, nan)
     image, params, layout = _validate(image, params, preset, channel_axis, value_range,
                                       overrides)
     solver = get_solver(backend)

@@ -1,7 +1,10 @@
 """The ``napari-diffuse`` command: ``run``, ``calibrate``, ``presets``, ``demo``.
 
-Reads and writes TIFF (stacks and any dtype, through tifffile), PNG and JPEG
-(through imageio). Long runs show a progress bar. ``calibrate`` prints the parameters
+Reads and writes TIFF (plain, ImageJ, OME), PNG, JPEG, FITS and OME-Zarr with their
+metadata (:mod:`.files`); ``run`` takes several files or globs (:mod:`.batch`). Long runs
+show one progress bar. Outputs are written atomically and never over an input or, without
+``--overwrite``, over an existing file. Ctrl-C exits with status 130 and leaves no partial
+output. ``calibrate`` prints the parameters
 it chooses as JSON (:meth:`DiffuseParams.to_json`) on stdout; ``run --calibrate``
 calibrates, prints them on stderr, then runs with them. Bad input exits with status 2
 and a one-line message naming the problem.
@@ -16,90 +19,28 @@ from pathlib import Path
 
 import numpy as np
 
+from . import batch
 from .api import diffuse, resolve_params
 from .backends import BACKENDS
 from .calibrate import calibrate
+from .files import ImageFile, read_images, write_images
+from .missing import NAN_POLICIES
 from .params import FIELDS, DiffuseParams
 from .presets import GROUPS, list_presets, load_preset, preset_description
 from .user_presets import list_user_presets, load_user_preset, presets_dir, save_user_preset
 
-__all__ = ["main", "read_image", "write_image"]
-
-_TIFF = {".tif", ".tiff"}
-_PICTURES = {".png", ".jpg", ".jpeg"}
-
-
-def read_image(path: Path) -> tuple[np.ndarray, int | None]:
-    """Read an image file; return ``(array, channel_axis)``.
-
-    The channel axis is found from the file: the samples/channel axis of a TIFF
-    series (tifffile's ``S`` or ``C``), the last axis of an RGB(A) PNG or JPEG.
-
-    Raises
-    ------
-    ValueError
-        For a file type other than TIFF, PNG or JPEG.
-    """
-    suffix = path.suffix.lower()
-    if suffix in _TIFF:
-        import tifffile
-
-        with tifffile.TiffFile(path) as tif:
-            series = tif.series[0]
-            array = series.asarray()
-            axes = series.axes
-        for letter in "SC":
-            if letter in axes:
-                return array, axes.index(letter)
-        return array, None
-    if suffix in _PICTURES:
-        import imageio.v3 as iio
-
-        array = iio.imread(path)
-        return array, (-1 if array.ndim == 3 else None)
-    raise ValueError(f"{path}: unsupported file type {suffix!r}; accepted: .tif, .tiff, .png, "
-                     ".jpg, .jpeg")
-
-
-def write_image(path: Path, array: np.ndarray, channel_axis: int | None) -> None:
-    """Write an array as TIFF (any dtype), PNG (uint8/uint16) or JPEG (uint8).
-
-    Raises
-    ------
-    ValueError
-        For an unsupported file type, or a PNG/JPEG of a dtype or shape they cannot hold.
-    """
-    suffix = path.suffix.lower()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if suffix in _TIFF:
-        import tifffile
-
-        rgb = channel_axis is not None and array.ndim == 3 and array.shape[-1] in (3, 4) \
-            and channel_axis % array.ndim == 2
-        tifffile.imwrite(path, array, photometric="rgb" if rgb else "minisblack")
-        return
-    if suffix in _PICTURES:
-        import imageio.v3 as iio
-
-        allowed = (np.uint8,) if suffix != ".png" else (np.uint8, np.uint16)
-        if array.dtype not in allowed or array.ndim not in (2, 3):
-            raise ValueError(f"{path}: {suffix} holds 2-D gray or RGB(A) images of dtype "
-                             f"{', '.join(np.dtype(a).name for a in allowed)}; got "
-                             f"{array.dtype} {array.shape}. Write a .tif instead")
-        iio.imwrite(path, array)
-        return
-    raise ValueError(f"{path}: unsupported file type {suffix!r}; accepted: .tif, .tiff, .png, "
-                     ".jpg, .jpeg")
+__all__ = ["main"]
 
 
 def _read_mask(path: Path | None) -> np.ndarray | None:
-    """``--mask``: a mask image file, True where it is not 0."""
+    """``--mask``: a mask image file (its first series), True where it is not 0."""
     if path is None:
         return None
     try:
-        return read_image(path)[0] != 0
-    except (OSError, ValueError) as err:
-        raise ValueError(f"--mask {path}: {err}") from None
+        mask = read_images(path)[0]
+    except ValueError as err:
+        raise ValueError(f"--mask {err}") from None
+    return np.asarray(mask.data) != 0
 
 
 def _parse_set(items: list[str]) -> dict[str, float | bool]:
@@ -137,6 +78,50 @@ class _ProgressBar:
         self._bar.close()
 
 
+class _BatchBar:
+    """One tqdm bar for a batch: files done, with the current file's fraction."""
+
+    def __init__(self, files: int):
+        from tqdm import tqdm
+
+        self._bar = tqdm(total=files, unit="file", disable=None,
+                         bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.2f}/{total} files "
+                                    "[{elapsed}<{remaining}]")
+        self._done = 0
+
+    def start(self, name: str) -> None:
+        self._bar.set_description_str(name)
+
+    def fraction(self, fraction: float) -> None:
+        """The current file is ``fraction`` (0..1) done."""
+        self._bar.n = self._done + min(max(fraction, 0.0), 1.0)
+        self._bar.refresh()
+
+    def finish_file(self) -> None:
+        self._done += 1
+        self.fraction(0.0)
+
+    def compute(self, write) -> None:
+        """Run ``write()``, following dask's tasks (lazy results compute as they write)."""
+        from dask.callbacks import Callback
+
+        bar = self
+
+        class Follow(Callback):
+            def _start_state(self, _dsk, state):
+                self._total = sum(len(state[k]) for k in ("ready", "waiting", "running"))
+
+            def _posttask(self, _key, _result, _dsk, state, _worker_id):
+                done = len(state["finished"])
+                bar.fraction(done / max(self._total + done, 1) if self._total else 0.0)
+
+        with Follow():
+            write()
+
+    def close(self) -> None:
+        self._bar.close()
+
+
 def _preset(name: str) -> DiffuseParams:
     """``--preset``: a bundled preset or one of the user's."""
     if name in list_presets():
@@ -155,15 +140,18 @@ def _read_params(path: Path) -> DiffuseParams:
         raise ValueError(f"--params {path}: {err}") from None
 
 
-def _input(args: argparse.Namespace) -> tuple[np.ndarray, int | None, np.ndarray | None]:
-    """Read the input image, its channel axis (from the file or --channel-axis) and --mask."""
-    image, channel_axis = read_image(args.input)
-    if args.channel_axis is not None:
-        channel_axis = None if args.channel_axis == "none" else args.channel_axis
-    return image, channel_axis, _read_mask(args.mask)
+def _input(args: argparse.Namespace) -> tuple[ImageFile, int | None, np.ndarray | None]:
+    """The input's first series, its channel axis (file or --channel-axis) and --mask."""
+    images = read_images(args.input)
+    if len(images) > 1:
+        print(f"napari-diffuse: note: {args.input} has {len(images)} series; calibrating on "
+              "the first", file=sys.stderr)
+    options = batch.Options(channel_axis=args.channel_axis)
+    image = images[0]
+    return image, batch.channel_axis_of(image, options, args.input), _read_mask(args.mask)
 
 
-def _calibrate(args: argparse.Namespace, task: str, image: np.ndarray,
+def _calibrate(args: argparse.Namespace, task: str, image,
                channel_axis: int | None, mask: np.ndarray | None) -> DiffuseParams:
     """Calibrate with a progress bar; report the loss reached on stderr."""
     if task == "inpaint" and mask is None:
@@ -179,34 +167,69 @@ def _calibrate(args: argparse.Namespace, task: str, image: np.ndarray,
     return params
 
 
-def _run(args: argparse.Namespace) -> None:
+class _BatchFailed(Exception):
+    """Some files of a batch failed (each was reported); the others were written."""
+
+
+def _settings(args: argparse.Namespace, mask: np.ndarray | None):
+    """The settings of ``run``: a DiffuseParams, or for --calibrate a function of each
+    image (calibrated per file and series, printed on stderr)."""
     overrides = _parse_set(args.set)
-    if args.region is not None and args.calibrate is None:
-        raise ValueError("--region is only used with --calibrate")
-    image, channel_axis, mask = _input(args)
     if args.calibrate is not None:
-        params = _calibrate(args, args.calibrate, image, channel_axis, mask)
-        print(params.to_json(), file=sys.stderr)
-    elif args.params is not None:
+        def calibrated(image: ImageFile, channel_axis: int | None) -> DiffuseParams:
+            params = _calibrate(args, args.calibrate, image.data, channel_axis, mask)
+            print(params.to_json(), file=sys.stderr)
+            return params.replace(**overrides)
+        return calibrated
+    if args.params is not None:
         params = _read_params(args.params)
     elif args.preset is not None:
         params = _preset(args.preset)
     else:
         params = DiffuseParams()
-    params = params.replace(**overrides)
-    bar = _ProgressBar(args.input.name)
+    return params.replace(**overrides)
+
+
+def _run(args: argparse.Namespace) -> None:
+    if args.region is not None and args.calibrate is None:
+        raise ValueError("--region is only used with --calibrate")
+    mask = _read_mask(args.mask)
+    settings = _settings(args, mask)
+    inputs = batch.expand_inputs(args.inputs)
+    pairs = batch.plan_outputs(inputs, args.output, overwrite=args.overwrite)
+    options = batch.Options(backend=args.backend, value_range=args.value_range, nan=args.nan,
+                            channel_axis=args.channel_axis, mask=mask,
+                            overwrite=args.overwrite)
+    failed: list[str] = []
+    bar = _BatchBar(len(pairs))
     try:
-        result = diffuse(image, params, channel_axis=channel_axis, mask=mask,
-                         backend=args.backend, value_range=args.value_range, progress=bar)
+        for source, target in pairs:
+            bar.start(source.name)
+            try:
+                results = batch.diffuse_file(source, target, settings, options, inputs=inputs,
+                                             progress=bar.fraction, compute=bar.compute)
+            except (ValueError, TypeError, OSError, RuntimeError) as err:
+                if len(pairs) == 1:
+                    raise
+                failed.append(f"{source}: {err}" if str(source) not in str(err) else str(err))
+                print(f"napari-diffuse: error: {failed[-1]}", file=sys.stderr)
+                continue
+            finally:
+                bar.finish_file()
+            shapes = ", ".join(f"{r.data.dtype} {r.axes} {r.data.shape}" for r in results)
+            print(f"wrote {target} ({shapes})")
     finally:
         bar.close()
-    write_image(args.output, result, channel_axis)
-    print(f"wrote {args.output} ({result.dtype} {result.shape})")
+    if len(pairs) > 1:
+        print(f"{len(pairs) - len(failed)} of {len(pairs)} files written"
+              + (f", {len(failed)} failed" if failed else ""), file=sys.stderr)
+    if failed:
+        raise _BatchFailed
 
 
 def _calibrate_command(args: argparse.Namespace) -> None:
     image, channel_axis, mask = _input(args)
-    params = _calibrate(args, args.task, image, channel_axis, mask)
+    params = _calibrate(args, args.task, image.data, channel_axis, mask)
     text = params.to_json()
     if args.output is not None:
         args.output.parent.mkdir(parents=True, exist_ok=True)
@@ -273,8 +296,11 @@ def _demo(args: argparse.Namespace) -> None:
                             progress=bar)
         finally:
             bar.close()
-        write_image(args.out / f"{name}-before.tif", before, channel_axis)
-        write_image(args.out / f"{name}-after.tif", after, channel_axis)
+        axes = "YXS" if channel_axis is not None else "YX"
+        history = f"napari-diffuse demo: {label}: {params.to_json()}"
+        for suffix, data in (("before", before), ("after", after)):
+            write_images(args.out / f"{name}-{suffix}.tif", [ImageFile(data, axes)], history,
+                         overwrite=True)
         rows.append(np.concatenate([_display(_centre_crop(before)),
                                     _display(_centre_crop(after))], axis=1))
     width = max(r.shape[1] for r in rows)
@@ -313,7 +339,6 @@ def _axis(text: str) -> int | str:
 
 def _add_input_options(command: argparse.ArgumentParser) -> None:
     """The options of ``run`` and ``calibrate`` that say how to read the input."""
-    command.add_argument("input", type=Path, help="TIFF (stacks too), PNG or JPEG")
     command.add_argument("--mask", type=Path, metavar="MASK.tif",
                          help="an image of the input's spatial shape: inpaint where it is "
                               "not 0")
@@ -333,14 +358,32 @@ def _add_region_option(command: argparse.ArgumentParser, help_text: str) -> None
                          help=help_text)
 
 
+_FORMATS = ("TIFF (plain, ImageJ, OME: .tif, .ome.tif), PNG, JPEG, FITS (.fits, .fit, "
+            ".fts, .fits.gz; extra 'fits') and OME-Zarr (.zarr, .ome.zarr; extra 'zarr')")
+_NAN_HELP = ("FITS frames keep their NaN pixels by default (--nan keep: filled for the "
+             "computation, NaN again in the output).")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="napari-diffuse",
         description="darktable's 'diffuse or sharpen' for scientific images.")
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="diffuse or sharpen an image file")
+    run = sub.add_parser("run", help="diffuse or sharpen image files",
+                         description="Diffuse or sharpen image files, metadata kept. "
+                                     f"Formats: {_FORMATS}. " + _NAN_HELP)
+    run.add_argument("inputs", nargs="+", metavar="INPUT",
+                     help="image files or glob patterns (quoted: 'frames/*.fits')")
     _add_input_options(run)
-    run.add_argument("-o", "--output", type=Path, required=True, help="output file")
+    run.add_argument("-o", "--output", type=Path, required=True,
+                     help="output file, or for several inputs (or an existing folder) a "
+                          "folder where each output keeps its input's name")
+    run.add_argument("--overwrite", action="store_true",
+                     help="replace existing outputs (inputs are never overwritten)")
+    run.add_argument("--nan", choices=NAN_POLICIES,
+                     help="NaN/Inf pixels: error (refuse), inpaint (fill them), keep (fill "
+                          "them for the computation, put them back); default: keep for "
+                          "FITS, error otherwise")
     settings = run.add_mutually_exclusive_group()
     settings.add_argument("--preset", metavar="NAME",
                           help="a bundled or saved preset (see 'napari-diffuse presets')")
@@ -355,6 +398,7 @@ def _parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_run)
     cal = sub.add_parser("calibrate", help="choose parameters from an image file; print them "
                                            "as JSON")
+    cal.add_argument("input", type=Path, help=f"an image file ({_FORMATS})")
     _add_input_options(cal)
     cal.add_argument("--task", choices=("denoise", "inpaint"), default="denoise",
                      help="denoise (default), or inpaint the pixels of --mask")
@@ -381,17 +425,22 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; return the exit status (2 on bad input or no device, with a
-    message)."""
+    """Run the command line; return the exit status: 0, 2 on bad input, a failed file or no
+    device (with a one-line message per problem), 130 on Ctrl-C."""
     parser = _parser()
     args = parser.parse_args(argv)
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning  # one line, no source location
             args.func(args)
+    except _BatchFailed:
+        return 2
     except (ValueError, TypeError, OSError, RuntimeError) as err:
         print(f"napari-diffuse: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("\nnapari-diffuse: interrupted; no partial output was left", file=sys.stderr)
+        return 130
     return 0
 
 

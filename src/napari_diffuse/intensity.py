@@ -26,6 +26,7 @@ from collections.abc import Sequence
 import numpy as np
 
 __all__ = ["Layout", "IntensityWarning", "SAMPLE_SIZE", "auto_range", "check_image",
+           "check_value_range",
            "to_planes", "from_planes", "to_working", "from_working", "above_threshold",
            "check_mask", "check_mask_shape", "MAX_WORKING", "peak_magnitude", "to_plane"]
 
@@ -151,7 +152,7 @@ def check_image(image, channel_axis: int | None,
                          "at least 2 spatial dimensions (..., height, width)")
     if 0 in image.shape:
         raise ValueError(f"image is empty (shape {image.shape})")
-    value_range = _check_value_range(value_range)
+    value_range = check_value_range(value_range)
     if value_range is None:
         value_range = _detect(image, dtype, channel_axis, stacklevel + 1)
     elif value_range == "auto":
@@ -163,8 +164,14 @@ def check_image(image, channel_axis: int | None,
     return Layout(tuple(image.shape), dtype, channel_axis, lo, hi - lo)
 
 
-def _check_value_range(value_range) -> str | tuple[float, float] | None:
-    """Return ``value_range`` as None, ``"auto"``, ``"dtype"`` or a float pair, or raise."""
+def check_value_range(value_range) -> str | tuple[float, float] | None:
+    """Return ``value_range`` as None, ``"auto"``, ``"dtype"`` or a float pair.
+
+    Raises
+    ------
+    ValueError, TypeError
+        For an unknown mode, a pair that is not two finite numbers with hi > lo.
+    """
     if value_range is None or isinstance(value_range, str) and value_range in ("auto", "dtype"):
         return value_range
     if isinstance(value_range, (str, bytes)):
@@ -340,9 +347,9 @@ def check_finite(planes: np.ndarray, layout: Layout,
         position = _caller_index(first, layout)
         raise ValueError(
             f"{where} contains {n_nan} NaN and {int(bad.sum()) - n_nan} infinite value(s); the "
-            f"first is at index {position}. They are refused even under a mask: replace them "
-            "first (numpy.nan_to_num), then, to fill them from their surroundings, inpaint "
-            "with mask=~numpy.isfinite(image)")
+            f"first is at index {position}. To treat them as missing data pass nan='inpaint' "
+            "(fill them from their surroundings) or nan='keep' (fill them for the computation, "
+            "put them back afterwards)")
 
 
 def _caller_index(index, layout: Layout) -> tuple[int, ...]:
