@@ -294,6 +294,28 @@ def test_multichannel_uses_the_chosen_channel_axis(viewer, widget, qtbot):
     np.testing.assert_array_equal(variance.scale, (0.5, 0.25))
 
 
+def test_nan_pixels_can_be_kept_as_missing_data(viewer, widget, qtbot, messages):
+    """The NaN / Inf menu reaches the api: "error" refuses, "keep" runs and puts NaN back;
+    the extra layers see the started image."""
+    data = np.random.default_rng(5).random((32, 36), dtype=np.float32)
+    data[10:13, 5:30] = np.nan
+    layer = viewer.add_image(data, name="frame")
+    widget.input.value = layer
+    widget.set_params(FAST)
+    widget.show_variance_map.value = True
+    assert widget.nan.value == "error"
+    run_and_wait(widget, qtbot)
+    assert layer_names(viewer) == ["frame"] and "nan='keep'" in widget.status.value
+    widget.nan.value = "keep"
+    run_and_wait(widget, qtbot)
+    result, variance = viewer.layers[1:]
+    expected = api.diffuse(data, FAST, value_range=None, nan="keep")
+    np.testing.assert_array_equal(result.data, expected)
+    assert np.array_equal(np.isnan(result.data), np.isnan(data))
+    assert np.isfinite(variance.data).all()
+    assert np.array_equal(layer.data, data, equal_nan=True)  # the input is untouched
+
+
 def test_contrast_limits_can_set_the_value_range(viewer, widget, qtbot):
     counts = np.random.default_rng(4).integers(100, 4000, (32, 32)).astype(np.uint16)
     widget.input.value = viewer.add_image(counts, name="camera", contrast_limits=(100, 4095))

@@ -112,7 +112,7 @@ class Options:
 
 def history_line(params: DiffuseParams, options: Options, nan: str) -> str:
     """The line written into the output's metadata: tool, version, parameters."""
-    settings = json.dumps(params.to_dict(), separators=(",", ":"))
+    settings = json.dumps(params.to_dict(), separators=(", ", ": "))
     return (f"napari-diffuse {__version__} diffuse: {settings} value_range="
             f"{options.value_range!r} nan={nan!r}")
 

@@ -66,6 +66,7 @@ from qtpy.QtWidgets import QFileDialog, QLabel, QSizePolicy
 
 from . import api, intensity, tiling
 from .backends import BACKENDS
+from .missing import NAN_POLICIES
 from .params import FIELDS, DiffuseParams, FieldSpec
 from .presets import GROUPS, list_presets, load_preset
 from .user_presets import (
@@ -205,6 +206,7 @@ class _Source:
     value_range: str | tuple[float, float]
     mask: np.ndarray | None
     backend: str
+    nan: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -242,7 +244,8 @@ def _compute(job: _Job, progress: Callable[[int, int], None]) -> _Outcome:
     start = time.perf_counter()
     source = job.source
     data = source.layer.data
-    common = dict(channel_axis=source.channel_axis, value_range=source.value_range)
+    common = dict(channel_axis=source.channel_axis, value_range=source.value_range,
+                  nan=source.nan)
     lazy = tiling.is_dask(data)
     result = api.diffuse(data, job.params, mask=source.mask, backend=source.backend,
                          progress=None if lazy else progress, **common)
@@ -323,6 +326,13 @@ class DiffuseWidget(CalibrateMixin, Container):
                     "kept) become 0..1: for any units (counts, photons, 12-bit data).\n"
                     "as stored: floats as they are, integers by their type's full range.\n"
                     "contrast limits: the layer's contrast limits become 0..1.")
+        self.nan = ComboBox(
+            name="nan", label="NaN / Inf", value="error", choices=list(NAN_POLICIES),
+            tooltip="What NaN and infinite pixels mean (astro frames mark missing data so).\n"
+                    "error: refuse them, saying where the first is.\n"
+                    "inpaint: missing data, filled from their surroundings.\n"
+                    "keep: filled for the computation so they disturb nothing around them, "
+                    "NaN again in the result.")
         self.backend = ComboBox(
             name="backend", label="backend", value="auto", choices=list(BACKENDS),
             tooltip="auto: a working OpenCL device if there is one, else NumPy.")
@@ -338,7 +348,7 @@ class DiffuseWidget(CalibrateMixin, Container):
         self.input.changed.connect(self._on_input_chosen)
 
         widgets = [_Header("input"), self.input, self.channel_axis, self.mask,
-                   self.value_range, self.backend]
+                   self.value_range, self.nan, self.backend]
         widgets += [self.device, self.preset]
         for section, title in _SECTIONS.items():
             widgets.append(_Header(title))
@@ -386,8 +396,9 @@ class DiffuseWidget(CalibrateMixin, Container):
             _Header("your presets"), self.preset_name, self.save_button, self.import_button,
         ]
         self._add_with_headers(widgets)
-        for combo in (self.input, self.channel_axis, self.mask, self.value_range, self.backend,
-                      self.preset, self.device, self.calibration_task, self.calibration_region):
+        for combo in (self.input, self.channel_axis, self.mask, self.value_range, self.nan,
+                      self.backend, self.preset, self.device, self.calibration_task,
+                      self.calibration_region):
             if combo is not None:  # let long layer and preset names shrink with the dock
                 combo.native.setSizeAdjustPolicy(
                     combo.native.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
@@ -669,7 +680,7 @@ class DiffuseWidget(CalibrateMixin, Container):
             full = tuple(n for i, n in enumerate(data.shape) if i != axis)
             mask = _rasterise(self.mask.value, full[-2:], full)
         return _Source(layer=layer, channel_axis=channel_axis, value_range=value_range,
-                       mask=mask, backend=self.backend.value)
+                       mask=mask, backend=self.backend.value, nan=self.nan.value)
 
     def _on_progress(self, done: int, total: int) -> None:
         self.progress.max = max(1, total)
