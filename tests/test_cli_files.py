@@ -221,3 +221,21 @@ def test_an_ome_zarr_gives_a_readable_ome_zarr_with_the_same_axes_and_scale(tmp_
     expected = diffuse(image, preset="denoise: fine", iterations=2, backend="numpy",
                        channel_axis=0)
     np.testing.assert_array_equal(np.asarray(node.data[0]), expected)
+
+
+def test_calibration_sees_missing_pixels_filled(tmp_path):
+    """FITS NaN (default keep) or --nan inpaint: calibrate on the started image instead of
+    refusing the NaN in its region; --nan error still refuses (the negative control)."""
+    from skimage import data as skdata
+
+    clean = skdata.camera()[64:192, 64:192].astype(np.float32) / 255
+    image = clean + np.random.default_rng(7).normal(0, 0.05, clean.shape).astype(np.float32)
+    image[60:64, :] = np.nan
+    tifffile.imwrite(tmp_path / "holes.tif", image)
+    refused = cli("calibrate", tmp_path / "holes.tif", "--backend", "numpy", "--nan", "error",
+                  "--region", "40", "40", "80", "80")
+    assert refused.returncode == 2 and "NaN" in refused.stderr
+    result = cli("calibrate", tmp_path / "holes.tif", "--backend", "numpy", "--nan", "keep",
+                 "--region", "40", "40", "80", "80")
+    assert result.returncode == 0, result.stderr
+    assert '"iterations"' in result.stdout

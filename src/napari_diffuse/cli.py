@@ -24,7 +24,7 @@ from .api import diffuse, resolve_params
 from .backends import BACKENDS
 from .calibrate import calibrate
 from .files import ImageFile, read_images, write_images
-from .missing import NAN_POLICIES
+from .missing import NAN_POLICIES, started
 from .params import FIELDS, DiffuseParams
 from .presets import GROUPS, list_presets, load_preset, preset_description
 from .user_presets import list_user_presets, load_user_preset, presets_dir, save_user_preset
@@ -151,6 +151,14 @@ def _input(args: argparse.Namespace) -> tuple[ImageFile, int | None, np.ndarray 
     return image, batch.channel_axis_of(image, options, args.input), _read_mask(args.mask)
 
 
+def _complete(image: ImageFile, channel_axis: int | None, nan: str | None):
+    """What calibration sees: with a ``nan`` policy other than "error" (the file's default
+    when not given), missing pixels take their nearest finite pixel's values."""
+    if (nan or image.nan_default) == "error":
+        return image.data
+    return started(image.data, channel_axis)
+
+
 def _calibrate(args: argparse.Namespace, task: str, image,
                channel_axis: int | None, mask: np.ndarray | None) -> DiffuseParams:
     """Calibrate with a progress bar; report the loss reached on stderr."""
@@ -177,7 +185,8 @@ def _settings(args: argparse.Namespace, mask: np.ndarray | None):
     overrides = _parse_set(args.set)
     if args.calibrate is not None:
         def calibrated(image: ImageFile, channel_axis: int | None) -> DiffuseParams:
-            params = _calibrate(args, args.calibrate, image.data, channel_axis, mask)
+            data = _complete(image, channel_axis, args.nan)
+            params = _calibrate(args, args.calibrate, data, channel_axis, mask)
             print(params.to_json(), file=sys.stderr)
             return params.replace(**overrides)
         return calibrated
@@ -229,7 +238,8 @@ def _run(args: argparse.Namespace) -> None:
 
 def _calibrate_command(args: argparse.Namespace) -> None:
     image, channel_axis, mask = _input(args)
-    params = _calibrate(args, args.task, image.data, channel_axis, mask)
+    params = _calibrate(args, args.task, _complete(image, channel_axis, args.nan),
+                        channel_axis, mask)
     text = params.to_json()
     if args.output is not None:
         args.output.parent.mkdir(parents=True, exist_ok=True)
@@ -350,6 +360,10 @@ def _add_input_options(command: argparse.ArgumentParser) -> None:
                               "as stored, integers by their type's range) or LO HI "
                               "(default: dtype, or auto with a warning for data clearly "
                               "not on a 0..1 scale)")
+    command.add_argument("--nan", choices=NAN_POLICIES,
+                         help="NaN/Inf pixels: error (refuse), inpaint (fill them), keep (fill "
+                              "them for the computation, put them back); calibration sees them "
+                              "filled unless error; default: keep for FITS, error otherwise")
     command.add_argument("--backend", choices=BACKENDS, default="auto")
 
 
@@ -380,10 +394,6 @@ def _parser() -> argparse.ArgumentParser:
                           "folder where each output keeps its input's name")
     run.add_argument("--overwrite", action="store_true",
                      help="replace existing outputs (inputs are never overwritten)")
-    run.add_argument("--nan", choices=NAN_POLICIES,
-                     help="NaN/Inf pixels: error (refuse), inpaint (fill them), keep (fill "
-                          "them for the computation, put them back); default: keep for "
-                          "FITS, error otherwise")
     settings = run.add_mutually_exclusive_group()
     settings.add_argument("--preset", metavar="NAME",
                           help="a bundled or saved preset (see 'napari-diffuse presets')")

@@ -36,6 +36,7 @@ from napari.layers import Layer, Shapes
 from napari.qt.threading import FunctionWorker
 
 from .calibrate import Calibration, calibrate
+from .missing import started
 from .params import DiffuseParams
 
 if TYPE_CHECKING:
@@ -152,7 +153,10 @@ def _calibrate(job: _CalibrationJob,
                progress: Callable[[int, int], None]) -> tuple[DiffuseParams, Calibration]:
     """The worker's task: :func:`calibrate` on the job's input (the mask for inpainting)."""
     source = job.source
-    return calibrate(source.layer.data, job.task,
+    data = source.layer.data
+    if source.nan != "error":  # missing pixels take their nearest finite pixel's values
+        data = started(data, source.channel_axis)
+    return calibrate(data, job.task,
                      mask=source.mask if job.task == "inpaint" else None,
                      channel_axis=source.channel_axis, value_range=source.value_range,
                      backend=source.backend, region=job.region, progress=progress,
