@@ -162,7 +162,8 @@ def test_nan_option_on_the_command_line(tmp_path):
     image[10:12, 5:30] = np.nan
     tifffile.imwrite(tmp_path / "holes.tif", image)
     refused = cli("run", tmp_path / "holes.tif", "-o", tmp_path / "out.tif", *FAST)
-    assert refused.returncode == 2 and "nan='keep'" in refused.stderr
+    assert refused.returncode == 2 and "--nan keep" in refused.stderr
+    assert str(tmp_path / "holes.tif") in refused.stderr
     for policy in ("keep", "inpaint"):
         out = tmp_path / f"{policy}.tif"
         result = cli("run", tmp_path / "holes.tif", "-o", out, *FAST, "--nan", policy)

@@ -23,7 +23,7 @@ from . import batch
 from .api import diffuse, resolve_params
 from .backends import BACKENDS
 from .calibrate import calibrate
-from .files import ImageFile, read_images, write_images
+from .files import FileFormatError, ImageFile, read_images, write_images
 from .missing import NAN_POLICIES, started
 from .params import FIELDS, DiffuseParams
 from .presets import GROUPS, list_presets, load_preset, preset_description
@@ -199,6 +199,15 @@ def _settings(args: argparse.Namespace, mask: np.ndarray | None):
     return params.replace(**overrides)
 
 
+def _file_message(source: Path, err: Exception) -> str:
+    """One line for a file that failed: the file named first (file errors name theirs), the
+    api's advice in CLI words."""
+    text = str(err)
+    for policy in ("inpaint", "keep"):
+        text = text.replace(f"nan='{policy}'", f"--nan {policy}")
+    return text if isinstance(err, FileFormatError) else f"{source}: {text}"
+
+
 def _run(args: argparse.Namespace) -> None:
     if args.region is not None and args.calibrate is None:
         raise ValueError("--region is only used with --calibrate")
@@ -218,9 +227,7 @@ def _run(args: argparse.Namespace) -> None:
                 results = batch.diffuse_file(source, target, settings, options, inputs=inputs,
                                              progress=bar.fraction, compute=bar.compute)
             except (ValueError, TypeError, OSError, RuntimeError) as err:
-                if len(pairs) == 1:
-                    raise
-                failed.append(f"{source}: {err}" if str(source) not in str(err) else str(err))
+                failed.append(_file_message(source, err))
                 print(f"napari-diffuse: error: {failed[-1]}", file=sys.stderr)
                 continue
             finally:
