@@ -83,6 +83,18 @@ def layer_names(viewer) -> list[str]:
     return [layer.name for layer in viewer.layers]
 
 
+def outputs(viewer, source=None) -> dict:
+    """The plugin's output layers by role ("result", "luminance mask", "variance map"), of
+    ``source`` (an input layer) or of any input."""
+    found = {}
+    for layer in viewer.layers:
+        info = layer.metadata.get(METADATA_KEY)
+        if isinstance(info, dict) and "role" in info and (
+                source is None or info["source"] == str(source.unique_id)):
+            found[info["role"]] = layer
+    return found
+
+
 def run_and_wait(widget, qtbot, timeout=60_000):
     worker = widget.run()
     assert worker is not None, widget.status.value
@@ -157,8 +169,10 @@ PERCENT_FIELDS = {"first", "second", "third", "fourth", "anisotropy_first",
 def test_every_control_has_darktables_range_label_and_help(widget):
     for spec in FIELDS:
         control = getattr(widget, spec.name)
-        assert control.label == spec.label
-        assert spec.help in control.tooltip
+        # darktable's GUI label (the manual's, without its parenthesis); the tooltip has all
+        short = spec.label.split(" (")[0]
+        assert control.label == (f"{short} (px)" if spec.name.startswith("radius") else short)
+        assert spec.label in control.tooltip and spec.help in control.tooltip
         assert control.value == control_value(spec, spec.default)
         if spec.kind is bool:  # keep_saturated: a check box, no range
             assert isinstance(control, CheckBox)
@@ -183,11 +197,14 @@ def test_bool_fields_are_check_boxes_that_reach_the_params(widget):
 
 
 def test_sections_are_darktables(widget):
-    from qtpy.QtWidgets import QLabel
+    """darktable's sections as collapsible groups, open; the less used ones folded."""
+    from superqt import QCollapsible
 
-    texts = [label.text() for label in widget.native.findChildren(QLabel)]
+    groups = {g.text(): g for g in widget.native.findChildren(QCollapsible)}
     for title in SECTION_TITLES:
-        assert f"<b>{title}</b>" in texts
+        assert groups[title].isExpanded(), title
+    for title in ("input options", "output layers", "your presets"):
+        assert not groups[title].isExpanded(), title
 
 
 def test_percent_mapping_is_exact(widget):
@@ -259,18 +276,23 @@ def test_run_matches_diffuse(viewer, widget, qtbot, kind, messages):
     run_and_wait(widget, qtbot)
     params = load_preset("denoise: fine")
 
-    assert layer_names(viewer) == ["cells", "cells [denoise: fine]", "cells [luminance mask]",
-                                   "cells [variance map]"]
-    result, mask, variance = viewer.layers[1:]
+    # the extra layers sit below the result, which is on top
+    assert layer_names(viewer) == ["cells", "cells [luminance mask]", "cells [variance map]",
+                                   "cells [denoise: fine]"]
+    found = outputs(viewer, layer)
+    result, mask, variance = (found[r] for r in ("result", "luminance mask", "variance map"))
     expected = api.diffuse(data, params, channel_axis=channel_axis, value_range=None)
     np.testing.assert_array_equal(result.data, expected)
     assert result.rgb == layer.rgb
     np.testing.assert_array_equal(result.scale, layer.scale)
     np.testing.assert_array_equal(result.translate, layer.translate)
     assert tuple(result.contrast_limits) == (0.1, 0.9)
-    assert result.metadata[METADATA_KEY] == {"source": str(layer.unique_id), "role": "result"}
+    assert result.metadata[METADATA_KEY] == {"source": str(layer.unique_id), "role": "result",
+                                             "name": "cells [denoise: fine]"}
     common = dict(channel_axis=channel_axis, value_range=None)  # the widget's default
-    np.testing.assert_array_equal(mask.data, api.luminance_mask(data, params, **common))
+    # at a luminance threshold of 0 % darktable diffuses everywhere: the mask says so
+    assert np.asarray(mask.data).all() and mask.data.shape == data.shape[:data.ndim - (
+        channel_axis == -1)]
     np.testing.assert_array_equal(variance.data, api.variance_map(data, params, **common))
     assert isinstance(mask, napari.layers.Labels)
     assert variance.colormap.name == "magma"
@@ -287,7 +309,7 @@ def test_multichannel_uses_the_chosen_channel_axis(viewer, widget, qtbot):
     widget.channel_axis.value = 0
     widget.show_variance_map.value = True
     run_and_wait(widget, qtbot)
-    result, variance = viewer.layers[1:]
+    result, variance = outputs(viewer)["result"], outputs(viewer)["variance map"]
     np.testing.assert_array_equal(result.data, api.diffuse(data, FAST, channel_axis=0,
                                                            value_range=None))
     assert variance.data.shape == (24, 28)
@@ -308,7 +330,7 @@ def test_nan_pixels_can_be_kept_as_missing_data(viewer, widget, qtbot, messages)
     assert layer_names(viewer) == ["frame"] and "nan='keep'" in widget.status.value
     widget.nan.value = "keep"
     run_and_wait(widget, qtbot)
-    result, variance = viewer.layers[1:]
+    result, variance = outputs(viewer)["result"], outputs(viewer)["variance map"]
     expected = api.diffuse(data, FAST, value_range=None, nan="keep")
     np.testing.assert_array_equal(result.data, expected)
     assert np.array_equal(np.isnan(result.data), np.isnan(data))
@@ -322,7 +344,7 @@ def test_contrast_limits_can_set_the_value_range(viewer, widget, qtbot):
     widget.set_params(FAST)
     widget.value_range.value = "contrast limits"
     run_and_wait(widget, qtbot)
-    result = viewer.layers["camera [custom]"].data
+    result = outputs(viewer)["result"].data
     assert result.dtype == np.uint16
     np.testing.assert_array_equal(result, api.diffuse(counts, FAST, value_range=(100, 4095)))
     assert not np.array_equal(result, api.diffuse(counts, FAST, value_range="dtype"))
@@ -338,7 +360,7 @@ def test_intensities_choose_the_value_range(viewer, widget, qtbot, messages, cho
     assert widget.value_range.value == "detect"  # the default
     widget.value_range.value = choice
     run_and_wait(widget, qtbot)
-    result = viewer.layers["camera [custom]"].data
+    result = outputs(viewer)["result"].data
     if value_range is None:  # detect: 12-bit data -> auto, with a warning (the widget's notice)
         assert any("value_range='auto'" in text for text in messages.texts("warning"))
         with pytest.warns(IntensityWarning):
@@ -359,10 +381,11 @@ def test_rerun_replaces_the_result_layer(viewer, widget, qtbot):
     data = images()["gray"][0]
     layer = viewer.add_image(data, name="cells")
     widget.input.value = layer
-    widget.set_params(FAST)
+    widget.preset.value = "denoise: fine"
+    widget.iterations.value = 2
     run_and_wait(widget, qtbot)
     first = viewer.layers[1]
-    assert first.name == "cells [custom]"
+    assert first.name == "cells [denoise: fine, iterations 2]"  # what ran, not "custom"
     widget.preset.value = "bloom"
     widget.run_button.native.click()  # the button starts the same run
     assert widget.running
@@ -371,17 +394,46 @@ def test_rerun_replaces_the_result_layer(viewer, widget, qtbot):
     assert viewer.layers[1] is first
     np.testing.assert_array_equal(first.data, api.diffuse(data, load_preset("bloom"),
                                                           value_range=None))
-    first.name = "renamed by the user"  # tracked by metadata, not by name
+
+
+def test_a_renamed_result_is_never_overwritten(viewer, widget, qtbot):
+    data = images()["gray"][0]
+    widget.input.value = viewer.add_image(data, name="cells")
+    widget.preset.value = "bloom"
     run_and_wait(widget, qtbot)
-    assert len(viewer.layers) == 2 and viewer.layers[1] is first
+    first = viewer.layers[1]
+    first.name = "my favourite"
+    kept = np.array(first.data)
+    widget.preset.value = "denoise: fine"
+    run_and_wait(widget, qtbot)
+    assert layer_names(viewer) == ["cells", "my favourite", "cells [denoise: fine]"]
+    np.testing.assert_array_equal(first.data, kept)
+
+
+def test_keep_each_result_adds_layers_to_compare(viewer, widget, qtbot):
+    widget.input.value = viewer.add_image(images()["gray"][0], name="cells")
+    widget.keep_results.value = True
+    for preset in ("bloom", "denoise: fine", "bloom"):
+        widget.preset.value = preset
+        run_and_wait(widget, qtbot)
+    assert len(viewer.layers) == 4 and viewer.layers[1].name == "cells [bloom]"
+    assert viewer.layers[2].name == "cells [denoise: fine]"
+    assert viewer.layers[3].name.startswith("cells [bloom]")  # napari makes it unique
+    widget.keep_results.value = False  # the newest is replaced again
+    widget.preset.value = "denoise: fine"
+    run_and_wait(widget, qtbot)
+    assert len(viewer.layers) == 4
 
 
 def test_results_of_two_inputs_are_kept_apart(viewer, widget, qtbot):
+    inputs = []
     for name in ("a", "b"):
-        widget.input.value = viewer.add_image(images()["gray"][0], name=name)
-        widget.set_params(FAST)
+        inputs.append(viewer.add_image(images()["gray"][0], name=name))
+        widget.input.value = inputs[-1]
+        widget.preset.value = "bloom"
         run_and_wait(widget, qtbot)
-    assert layer_names(viewer) == ["a", "a [custom]", "b", "b [custom]"]
+    assert layer_names(viewer) == ["a", "a [bloom]", "b", "b [bloom]"]
+    assert outputs(viewer, inputs[0])["result"].name == "a [bloom]"
 
 
 @pytest.mark.filterwarnings("ignore::napari_diffuse.errors.InpaintingWarning")  # FAST
@@ -396,7 +448,7 @@ def test_mask_layers_inpaint(viewer, widget, qtbot):
     run_and_wait(widget, qtbot)
     expected_mask = np.zeros(data.shape, bool)
     expected_mask[4:16, 6:21] = True
-    shown = viewer.layers["cells [custom]"].data
+    shown = outputs(viewer)["result"].data
     np.testing.assert_array_equal(shown, api.diffuse(data, FAST, mask=expected_mask,
                                                      value_range=None))
     # outside the mask the image is kept (to float32 rounding: it goes through the wavelets)
@@ -406,7 +458,7 @@ def test_mask_layers_inpaint(viewer, widget, qtbot):
     labels = viewer.add_labels(expected_mask.astype(np.uint8) * 3, name="label mask")
     widget.mask.value = labels
     run_and_wait(widget, qtbot)
-    np.testing.assert_array_equal(viewer.layers["cells [custom]"].data, shown)
+    np.testing.assert_array_equal(outputs(viewer)["result"].data, shown)
 
 
 def test_dask_layer_is_passed_through(viewer, widget, qtbot, monkeypatch):
@@ -420,7 +472,7 @@ def test_dask_layer_is_passed_through(viewer, widget, qtbot, monkeypatch):
     widget.set_params(FAST)
     run_and_wait(widget, qtbot)
     assert seen == [da.Array]
-    result = viewer.layers["lazy [custom]"].data
+    result = outputs(viewer)["result"].data
     assert isinstance(result, da.Array)  # lazy: napari computes the planes it shows
     np.testing.assert_array_equal(np.asarray(result), real_diffuse(data, FAST,
                                                                    value_range=None))
@@ -453,11 +505,9 @@ def test_cancel_mid_run_leaves_the_layers_as_they_were(viewer, widget, qtbot, me
 
 
 @pytest.mark.parametrize("make_input, channel_axis, message", [
-    (lambda viewer: viewer.add_labels(np.ones((16, 16), np.uint8), name="labels"), None,
-     "is a Labels layer; choose an Image layer"),
     (lambda viewer: viewer.add_image(np.ones((4, 50), np.float32), name="profile"), 0,
      "needs at least 2 spatial dimensions"),
-], ids=["labels layer", "1-D profiles"])
+], ids=["1-D profiles"])
 def test_bad_input_is_refused_with_a_clear_message(viewer, widget, messages, make_input,
                                                     channel_axis, message):
     layer = make_input(viewer)
@@ -557,7 +607,7 @@ def test_backend_fallback_warning_reaches_the_notifications(viewer, widget, qtbo
     widget.set_params(FAST)
     run_and_wait(widget, qtbot)
     assert any("using the NumPy solver" in text for text in messages.texts("warning"))
-    assert layer_names(viewer) == ["cells", "cells [custom]"]
+    assert len(viewer.layers) == 2 and "result" in outputs(viewer)
 
 
 def test_opencl_backend_without_device_is_an_error_message(viewer, widget, qtbot, messages,

@@ -42,7 +42,7 @@ from .params import DiffuseParams
 if TYPE_CHECKING:
     import napari.viewer
 
-    from .widget import _Source
+    from .widget_jobs import Source
 
 __all__ = ["CALIBRATED", "TASKS", "CURRENT_VIEW", "AUTOMATIC", "CalibrateMixin",
            "rectangle_region", "view_region"]
@@ -144,7 +144,7 @@ def rectangle_region(shapes: Shapes, shape: tuple[int, ...],
 class _CalibrationJob:
     """What a calibration runs on, read from the controls in the GUI thread."""
 
-    source: _Source
+    source: Source
     task: str
     region: Region | None
 
