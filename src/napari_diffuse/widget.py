@@ -278,7 +278,7 @@ class DiffuseWidget(CalibrateMixin, PresetsMixin, PreviewMixin, Container):
 
     def _channel_choices(self, _widget=None) -> list[tuple[str, int]]:
         layer = self.input.value
-        if layer is None or getattr(layer, "rgb", False):
+        if not isinstance(layer, Layer) or getattr(layer, "rgb", False):
             return []
         return [(f"axis {axis} (size {size})", axis) for axis, size in enumerate(layer.data.shape)]
 

@@ -21,7 +21,7 @@ __all__ = ["METADATA_KEY", "publish", "settings_label", "role_of"]
 
 #: Key of the metadata that ties output layers to their input layer.
 METADATA_KEY = "napari_diffuse"
-_MAX_CHANGES = 3  # changed fields named in a result's name, then "+N more"
+_MAX_CHANGES = 3  # at most this many changes are named after the preset, else the settings
 
 
 def role_of(layer: Layer) -> str | None:
@@ -33,16 +33,15 @@ def role_of(layer: Layer) -> str | None:
 
 def settings_label(preset: str, base: str | None, base_params: DiffuseParams | None,
                    params: DiffuseParams) -> str:
-    """What ran, for a layer name: the preset, or the preset it came from plus the fields
-    changed since (``"denoise: medium, iterations 8"``), or the settings themselves."""
+    """What ran, for a layer name: the preset, or the preset it came from plus the (at most
+    three) fields changed since (``"denoise: medium, iterations 8"``), or else the main
+    settings themselves (``"8 it, radius 3, speeds 0.05/0/0.05/0"``)."""
     if preset != CUSTOM:
         return preset
     if base is not None and base_params is not None:
         changed = [f for f in FIELDS if getattr(params, f.name) != getattr(base_params, f.name)]
-        words = [f"{f.name} {getattr(params, f.name):g}" for f in changed[:_MAX_CHANGES]]
-        if len(changed) > _MAX_CHANGES:
-            words.append(f"+{len(changed) - _MAX_CHANGES} more")
-        return ", ".join([base, *words])
+        if len(changed) <= _MAX_CHANGES:
+            return ", ".join([base, *(f"{f.name} {getattr(params, f.name):g}" for f in changed)])
     speeds = "/".join(f"{getattr(params, n):g}" for n in ("first", "second", "third", "fourth"))
     return f"{params.iterations} it, radius {params.radius}, speeds {speeds}"
 

@@ -75,6 +75,7 @@ class Runner:
         self._worker: FunctionWorker | None = None
         self._bar: Any = None
         self._started = 0.0
+        self._returned = False
         self.busy_with = ""  #: what the running job does ("" when idle)
 
     @property
@@ -104,13 +105,18 @@ class Runner:
             if cancel.is_set():
                 raise Cancelled
 
+        def returned(result) -> None:
+            self._returned = True  # a late progress report must not move the bar back
+            on_returned(result)
+
         worker = create_worker(  # connecting "errored" here stops the default re-raise
             _cancellable, compute, job, progress, _start_thread=False,
-            _connect={"returned": on_returned,
+            _connect={"returned": returned,
                       "errored": lambda err: self._on_error(busy_with, err),
                       "finished": self._finished,
                       "warned": lambda warning: show_warning(str(warning[0]))})
         self._worker, self.busy_with = worker, busy_with
+        self._returned = False
         self._started = time.perf_counter()
         if self._activity:
             self._bar = activity_progress(total=max(1, total), desc=busy_with)
@@ -129,14 +135,17 @@ class Runner:
         return self._cancel.is_set()
 
     def _progressed(self, done: int, total: int) -> None:
+        if self._returned or self._worker is None:
+            return
         left = time_left(time.perf_counter() - self._started, done, total)
+        self._on_progress(done, total, left)
+        # last: updating napari's activity panel may process events (the job's end too)
         if self._bar is not None:  # napari's activity panel shows its own time left
             if self._bar.total != max(1, total):
                 self._bar.total = max(1, total)
             step = min(done, total) - self._bar.n
             if step:
                 self._bar.update(step)
-        self._on_progress(done, total, left)
 
     def _finished(self) -> None:
         if self._bar is not None:
