@@ -3,36 +3,19 @@
 The widget holds no algorithm: it builds a :class:`~napari_diffuse.params.DiffuseParams`
 from its controls and calls :func:`napari_diffuse.diffuse` (and
 :func:`~napari_diffuse.luminance_mask`, :func:`~napari_diffuse.variance_map`) in a napari
-worker thread. Its *calibrate* action (:mod:`.widget_calibrate`) runs
-:func:`napari_diffuse.calibrate.calibrate` the same way and shows the parameters it chose.
+worker thread. This module assembles the dock; each concern has its own module:
 
-Controls and parameters
------------------------
-Each parameter control is named after its ``DiffuseParams`` field
-(``widget.iterations``, ``widget.first``, ``widget.anisotropy_first``...), has
-darktable's hard range and is grouped in darktable's sections. Where darktable shows a
-percentage (speeds, anisotropies, sharpness, luminance masking threshold) the control
-shows one too: its value is the percentage, with two decimals. The mapping is
-``params value = round(control value / 100, 4)`` and ``control value =
-round(params value * 100, 2)`` (see :func:`control_value` and :func:`param_value`), so
-``widget.first.value = -25`` means ``first = -0.25``, and every parameter with at most
-four decimals (all of darktable's presets) goes through the controls unchanged. The
-other floats (edge sensitivity, edge threshold) are shown as they are, with three
-decimals; integers as they are; booleans (``keep_saturated``) are check boxes.
-
-Presets
--------
-The preset menu lists the science presets, then darktable's photographic ones, then
-the user's, each group under a title that cannot be chosen; ``"custom"`` (settings
-that match no entry) and, after a calibration, ``"calibrated"`` come first.
-
-Results
--------
-A run writes ``"<input> [<preset>]"``, an Image layer with the input's scale,
-translate, contrast limits, colormap and RGB flag; optionally ``"<input> [luminance
-mask]"`` (Labels) and ``"<input> [variance map]"`` (Image, ``magma``). The layers carry
-``metadata["napari_diffuse"] = {"source": <input layer's unique_id>, "role": ...}``: a
-new run on the same input replaces their data instead of adding layers.
+- :mod:`.widget_controls`: the parameter controls (named after their ``DiffuseParams``
+  field, darktable's ranges, percentages where darktable shows them), the preset menu,
+  the collapsible sections and the layout (Run, Cancel, progress and status always
+  visible below the scrolling sections);
+- :mod:`.widget_jobs`: what a run reads from the controls and computes in the worker;
+- :mod:`.widget_runner`: the background runner shared by Run, the preview and calibration
+  (progress, Cancel, napari's activity panel);
+- :mod:`.widget_layers`: the output layers, their names and where they go;
+- :mod:`.widget_presets`: saving user presets, importing darktable's;
+- :mod:`.widget_preview`: the live preview;
+- :mod:`.widget_calibrate`: the *calibrate* action.
 """
 
 from __future__ import annotations
