@@ -63,13 +63,20 @@ typedef int ivec_t;
 #define INLINE inline
 #endif
 
-/* The row of a filtering work item. Dimension 2 is the residue class of the row modulo
- * the stencils' dilation (`classes` = min(dilation, height) classes) and dimension 1 the
- * row's rank in its class, so the rows of a work-group are y, y + dilation, ...: the rows
- * their vertical taps share. Rows past the image's end come out >= height. */
-INLINE int class_row(int classes)
+/* Rows per work item of the filtering kernels (set by the host with -DROWS=...). */
+#ifndef ROWS
+#define ROWS 1
+#endif
+
+/* The first row of a filtering work item. Dimension 2 is the residue class of the row
+ * modulo the stencils' dilation (`classes` = min(dilation, height) classes) and dimension 1
+ * a block of ROWS consecutive ranks in that class, so the rows of a work item, and of a
+ * work-group, are y0, y0 + dilation, ...: the rows their vertical taps share. When
+ * `classes` < dilation each class holds one row, so a work item's later rows, y0 +
+ * dilation and beyond, are past the image's end, as are rows past the last rank. */
+INLINE int first_row(int classes)
 {
-    return get_global_id(1) * classes + get_global_id(2);
+    return get_global_id(1) * ROWS * classes + get_global_id(2);
 }
 
 /* Where the VEC floats of a pack are: `first` is the offset of its first float in the

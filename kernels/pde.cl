@@ -7,8 +7,7 @@
  * orders 1, 2 diffuse the low frequencies `lf` and orders 3, 4 the high frequencies `hf`;
  * orders 1, 3 steer along the gradient of lf and orders 2, 4 along the gradient of hf.
  * Where a mask is given, unmasked pixels keep hf + lf. The gradients, the 3x3 variance of
- * hf and the rotated laplacians all come from the two 3x3 stencils (dilation `mult`) read
- * once per work item.
+ * hf and the rotated laplacians all come from the two 3x3 stencils (dilation `mult`).
  */
 
 #define ISOTROPIC 0
@@ -78,26 +77,11 @@ INLINE vec_t derivative(int mode, float anisotropy, const differences_t s, const
     return mode == ISOPHOTE ? MAD(c2, across, along) : MAD(c2, along, across);
 }
 
-INLINE void pde_pack(global const float *hf, global const float *lf, global float *out,
-                     global const uchar *mask, int use_mask, const pack_t pack, int y,
-                     int width, int height, int channels, int mult, float4 speed,
-                     int4 mode, float4 anisotropy, float strength, float regularization,
-                     float variance_threshold, bool interior)
+/* The update of one pack from its 3x3 stencils of lf (L) and hf (H), row-major. */
+INLINE vec_t pde_value(const vec_t *L, const vec_t *H, float4 speed, int4 mode,
+                       float4 anisotropy, float strength, float regularization,
+                       float variance_threshold)
 {
-    const int row_length = width * channels;
-    vec_t L[9], H[9];
-    #pragma unroll
-    for (int i = 0; i < 3; i++)
-    {
-        const int row = clamp(y + (i - 1) * mult, 0, height - 1) * row_length;
-        #pragma unroll
-        for (int j = 0; j < 3; j++)
-        {
-            L[3 * i + j] = load_pack(lf + row, pack, (j - 1) * mult, width, channels, interior);
-            H[3 * i + j] = load_pack(hf + row, pack, (j - 1) * mult, width, channels, interior);
-        }
-    }
-
     vec_t result = H[4] * strength;
     if (any(speed != 0.0f))
     {
@@ -136,19 +120,57 @@ INLINE void pde_pack(global const float *hf, global const float *lf, global floa
             acc = acc / variance_threshold;
         result = result + acc;
     }
-    result = fmax(result + L[4], 0.0f);
+    return fmax(result + L[4], 0.0f);
+}
 
-    if (use_mask)
+/* ROWS rows of one pack, y0, y0 + mult, ...: consecutive rows share two of their three
+ * stencil rows, so the work item reads ROWS + 2 rows of lf and hf instead of 3 * ROWS. */
+INLINE void pde_pack(global const float *hf, global const float *lf, global float *out,
+                     global const uchar *mask, int use_mask, const pack_t pack, int y0,
+                     int width, int height, int channels, int mult, float4 speed,
+                     int4 mode, float4 anisotropy, float strength, float regularization,
+                     float variance_threshold, bool interior)
+{
+    const int row_length = width * channels;
+    vec_t L[9], H[9];
+    #pragma unroll
+    for (int k = 0; k < ROWS + 2; k++)
     {
-        /* unmasked pixels are kept: hf + lf, unclamped */
-        global const uchar *mask_row = mask + y * width;
-        const vec_t kept = H[4] + L[4];
-        ivec_t channel;
-        const ivec_t column = pack_columns(pack, channels, &channel);
-        const ivec_t inside = CONVERT_IVEC(GATHER(mask_row, column)) != 0;
-        result = select(kept, result, inside);
+        if (k >= 3)
+        {
+            /* slide the stencils down one row */
+            #pragma unroll
+            for (int e = 0; e < 6; e++)
+            {
+                L[e] = L[e + 3];
+                H[e] = H[e + 3];
+            }
+        }
+        const int i = k < 3 ? k : 2;
+        const int row = clamp(y0 + (k - 1) * mult, 0, height - 1) * row_length;
+        #pragma unroll
+        for (int j = 0; j < 3; j++)
+        {
+            L[3 * i + j] = load_pack(lf + row, pack, (j - 1) * mult, width, channels, interior);
+            H[3 * i + j] = load_pack(hf + row, pack, (j - 1) * mult, width, channels, interior);
+        }
+        if (k < 2) continue;
+        const int y = y0 + (k - 2) * mult;
+        if (k > 2 && y >= height) return;
+        vec_t result = pde_value(L, H, speed, mode, anisotropy, strength, regularization,
+                                 variance_threshold);
+        if (use_mask)
+        {
+            /* unmasked pixels are kept: hf + lf, unclamped */
+            global const uchar *mask_row = mask + y * width;
+            const vec_t kept = H[4] + L[4];
+            ivec_t channel;
+            const ivec_t column = pack_columns(pack, channels, &channel);
+            const ivec_t inside = CONVERT_IVEC(GATHER(mask_row, column)) != 0;
+            result = select(kept, result, inside);
+        }
+        store_pack(out + y * row_length, pack, result);
     }
-    store_pack(out + y * row_length, pack, result);
 }
 
 kernel void pde_step(global const float *hf, global const float *lf, global float *out,
@@ -157,14 +179,14 @@ kernel void pde_step(global const float *hf, global const float *lf, global floa
                      int4 mode, float4 anisotropy, float strength, float regularization,
                      float variance_threshold)
 {
-    const int y = class_row(classes);
+    const int y0 = first_row(classes);
     const int p = get_global_id(0);
-    if (y >= height || VEC * p >= width * channels) return;
+    if (y0 >= height || VEC * p >= width * channels) return;
     const pack_t pack = make_pack(p, width, channels, aligned);
     if (pack_is_interior(pack, mult, width, channels))
-        pde_pack(hf, lf, out, mask, use_mask, pack, y, width, height, channels, mult, speed,
+        pde_pack(hf, lf, out, mask, use_mask, pack, y0, width, height, channels, mult, speed,
                  mode, anisotropy, strength, regularization, variance_threshold, true);
     else
-        pde_pack(hf, lf, out, mask, use_mask, pack, y, width, height, channels, mult, speed,
+        pde_pack(hf, lf, out, mask, use_mask, pack, y0, width, height, channels, mult, speed,
                  mode, anisotropy, strength, regularization, variance_threshold, false);
 }

@@ -28,6 +28,7 @@ from napari_diffuse import (  # noqa: E402  # noqa: E402
     numpy_solver,
     opencl_devices,
     opencl_solver,
+    opencl_transfer,
 )
 from napari_diffuse.plan import make_plan  # noqa: E402
 from napari_diffuse.resources import data_dir  # noqa: E402
@@ -194,7 +195,7 @@ def test_engine_and_kernels_are_built_once(engine):
 
 
 def test_transfers_through_pinned_staging(engine, monkeypatch):
-    monkeypatch.setattr(opencl_solver._Staging, "CHUNK", 4096)  # many chunks, a partial last
+    monkeypatch.setattr(opencl_transfer.Staging, "CHUNK", 4096)  # many chunks, a partial last
     staged = opencl_solver.Engine(engine.device, staged=True)
     plan = make_plan(DiffuseParams(**RANDOM_SETTINGS[1]))
     image = _image((57, 43, 3), seed=4)
@@ -251,8 +252,8 @@ def test_oversized_image_is_tiled_with_the_whole_image_result(engine, restore_co
     opencl_solver.configure(max_allocation=limit)
     tiled_engine = opencl_solver.engine()
     assert tiled_engine is not engine and tiled_engine.buffer_limit == limit
-    overlap = plan.iterations * 3 * ((1 << plan.scales) - 1)
-    assert len(tiled_engine._tiles(image.shape, overlap, plan.scales + 3)) > 1
+    assert plan.full_reach == plan.iterations * 3 * ((1 << plan.scales) - 1)
+    assert len(tiled_engine._tiles(image.shape, plan.full_reach, plan)) > 1
     calls = []
     tiled = opencl_solver.solve(image, plan, mask, progress=lambda *a: calls.append(a))
     np.testing.assert_array_equal(tiled, whole)
@@ -345,3 +346,75 @@ def test_no_platform_falls_back_or_raises(tmp_path):
     assert report["auto"] == "napari_diffuse.numpy_solver" and report["same"]
     assert len(report["warnings"]) == 1
     assert "no OpenCL platform" in report["warnings"][0] and "NumPy" in report["warnings"][0]
+
+
+# -- rows per work item, stacks, profiling ----------------------------------------------
+
+@pytest.mark.parametrize("rows", [2, 3, 4, 8])
+@pytest.mark.parametrize("shape", [(37, 53, 1), (29, 41, 3), (6, 33, 4)])
+def test_every_rows_per_item_gives_the_same_result(engine, rows, shape):
+    """Rows per work item change which loads are shared, never the arithmetic; short
+    images (fewer rows than the coarse dilations) take the border paths."""
+    plan = make_plan(DiffuseParams(**RANDOM_SETTINGS[0]))
+    image = _image(shape, seed=rows)
+    mask = image[..., 0] > 0.7
+    one, many = (opencl_solver.Engine(engine.device, rows=r, vector_width=4, precise=False)
+                 for r in (1, rows))
+    np.testing.assert_array_equal(many.solve(image, plan), one.solve(image, plan))
+    np.testing.assert_array_equal(many.solve(image, plan, mask), one.solve(image, plan, mask))
+    np.testing.assert_array_equal(many.variance_map(image, plan), one.variance_map(image, plan))
+
+
+def test_rows_per_item_is_checked(engine):
+    with pytest.raises(ValueError, match="rows per work item"):
+        opencl_solver.Engine(engine.device, rows=9)
+
+
+@pytest.mark.parametrize("staged", [False, True])
+def test_stack_streams_with_the_plane_results(engine, staged, monkeypatch):
+    monkeypatch.setattr(opencl_transfer.Staging, "CHUNK", 4096)
+    streaming = opencl_solver.Engine(engine.device, staged=staged)
+    plan = make_plan(DiffuseParams.from_preset("inpaint highlights").replace(iterations=3))
+    planes = _image((5, 26, 31, 2), seed=11) * 2
+    masks = [None, planes[1, ..., 0] > 1.5, None, planes[3, ..., 1] > 1.2, None]
+    calls = []
+    out = streaming.solve_planes(planes, plan, masks, progress=lambda *a: calls.append(a))
+    assert out.shape == planes.shape and out.dtype == np.float32
+    for p in range(5):
+        np.testing.assert_array_equal(out[p], engine.solve(planes[p], plan, masks[p]))
+    assert calls == [(i, 15) for i in range(1, 16)]
+    # the module function, on the shared engine
+    np.testing.assert_array_equal(opencl_solver.solve_planes(planes[:2], plan, masks[:2]),
+                                  out[:2])
+
+
+def test_stack_divergence_stops_the_stream(engine):
+    from napari_diffuse.errors import DivergenceError
+
+    plan = make_plan(DiffuseParams(
+        first=-1, second=-1, third=-1, fourth=-1, anisotropy_first=10, anisotropy_second=-10,
+        anisotropy_third=10, anisotropy_fourth=-10, radius=64, iterations=50, sharpness=1,
+        edge_threshold=-2))
+    planes = _image((4, 48, 48, 1), seed=12)
+    with pytest.raises(DivergenceError):
+        engine.solve_planes(planes, plan)
+    # the engine still works afterwards
+    small = make_plan(DiffuseParams(iterations=2, radius=2, first=0.2))
+    np.testing.assert_array_equal(engine.solve_planes(planes, small)[1],
+                                  engine.solve(planes[1], small))
+
+
+def test_profile_records_every_pass_and_transfer(engine):
+    profiled = opencl_solver.Engine(engine.device, profiling=True)
+    plan = make_plan(DiffuseParams(iterations=3, radius=8, first=0.2))
+    with profiled.profile() as profile:
+        profiled.solve(_image((40, 40, 4)), plan)
+    seconds = profile.seconds()
+    assert {key for key in seconds} == {("upload", -1), ("download", -1),
+                                         *((kind, s) for kind in ("bspline", "pde")
+                                           for s in range(plan.scales))}
+    assert sum(1 for (kind, _), _ in profile.events if kind == "pde") == 3 * plan.scales
+    assert all(value >= 0 for value in seconds.values())
+    with pytest.raises(ValueError, match="profiling=True"):
+        with engine.profile():
+            pass
