@@ -57,6 +57,7 @@ import pyopencl as cl
 from napari_diffuse import DiffuseParams
 from napari_diffuse.opencl_devices import select_device
 from napari_diffuse.opencl_engine import Engine
+from napari_diffuse.opencl_program import KernelShape
 from napari_diffuse.plan import make_plan
 
 PRESETS = ["denoise: medium", "lens deblur: medium", "dehaze", "bloom",
@@ -67,10 +68,18 @@ QUOTED_H200 = {"denoise: medium": (0.650, 0.326), "lens deblur: medium": (0.442,
                "dehaze": (0.489, 0.249), "bloom": (0.162, 0.098),
                "sharpen demosaicing: AA filter": (0.156, 0.102),
                "local contrast: fast": (0.174, 0.108)}
-#: (vector width, rows per work item, work-group) compared by ``--variants``.
-VARIANTS = [(4, 1, (64, 2)), (4, 2, (64, 2)), (4, 4, (64, 2)), (4, 4, (32, 4)),
-            (4, 4, (128, 1)), (4, 8, (64, 2)), (4, 8, (32, 2)), (1, 4, (128, 2)),
-            (4, 2, (32, 4))]
+#: B-spline shapes and PDE shapes (with or without fast math) compared by ``--variants``,
+#: paired in turn: each variant times one of each, so the fastest of each kind is chosen.
+BSPLINE_VARIANTS = [KernelShape(4, 1, (64, 2)), KernelShape(4, 2, (64, 2)),
+                    KernelShape(4, 4, (64, 2)), KernelShape(4, 4, (64, 4)),
+                    KernelShape(4, 4, (128, 2)), KernelShape(4, 4, (32, 8)),
+                    KernelShape(4, 2, (128, 1)), KernelShape(4, 3, (64, 2))]
+PDE_VARIANTS = [(KernelShape(4, 1, (64, 2)), False), (KernelShape(1, 1, (128, 2)), False),
+                (KernelShape(1, 1, (256, 1)), False), (KernelShape(1, 2, (128, 2)), False),
+                (KernelShape(1, 4, (128, 2)), False), (KernelShape(1, 1, (64, 4)), False),
+                (KernelShape(4, 1, (32, 2)), False), (KernelShape(1, 1, (128, 2)), True),
+                (KernelShape(1, 4, (128, 2)), True), (KernelShape(4, 1, (64, 2)), True),
+                (KernelShape(1, 1, (32, 8)), False), (KernelShape(1, 2, (64, 2)), True)]
 COPY_SOURCE = """
 kernel void copy4(global const float4 *src, global float4 *dst)
 {
@@ -205,46 +214,57 @@ def stack_run(device, engine: Engine, spec: str, repeat: int) -> dict:
 
 
 def run_variants(device, presets, height, width, bandwidth, reference, results) -> Engine | None:
+    """Time 4 iterations of the first preset per variant; return an engine with the
+    fastest B-spline shape and the fastest PDE shape (and its arithmetic) within the
+    reference tolerances."""
     image = np.random.default_rng(0).random((height, width, 4), dtype=np.float32)
     plan = make_plan(DiffuseParams.from_preset(presets[0]).replace(iterations=4))
     results["variants"] = []
     print(f"variants ({presets[0]}, 4 iterations, device ms per iteration):")
-    fastest = None
-    for vector_width, rows, local_size in VARIANTS:
+    best = {}
+    count = max(len(BSPLINE_VARIANTS), len(PDE_VARIANTS))
+    for k in range(count):
+        bspline = BSPLINE_VARIANTS[k % len(BSPLINE_VARIANTS)]
+        pde, fast = PDE_VARIANTS[k % len(PDE_VARIANTS)]
+        label = f"bspline {tuple(bspline)}, pde {tuple(pde)}{' fast math' if fast else ''}"
         try:
-            variant = Engine(device, vector_width=vector_width, rows=rows,
-                             local_size=local_size, profiling=True)
+            variant = Engine(device, vector_width=bspline.vector_width, rows=bspline.rows,
+                             local_size=bspline.local_size, pde=pde, fast_math=fast,
+                             profiling=True)
             device_profile(variant, image, plan, bandwidth)  # warm-up
             profile = min((device_profile(variant, image, plan, bandwidth) for _ in range(2)),
                           key=lambda p: p["per_iteration_ms"])
         except Exception as error:  # a shape the device refuses: report, go on
-            print(f"  vector {vector_width} rows {rows} work-group {local_size}: "
-                  f"{type(error).__name__}: {error}", flush=True)
+            print(f"  {label}: {type(error).__name__}: {error}", flush=True)
             continue
         worst = None
         if reference is not None:
             worst = max(max(r["max_abs"] / r["tolerance"]["max_abs"],
                             r["mean_abs"] / r["tolerance"]["mean_abs"])
                         for r in check_reference(variant, reference, verbose=False))
-        bspline = sum(p["ms"] for p in profile["passes"] if p["kind"] == "bspline")
-        pde = sum(p["ms"] for p in profile["passes"] if p["kind"] == "pde")
-        row = dict(vector_width=vector_width, rows=rows, local_size=list(local_size),
-                   per_iteration_ms=profile["per_iteration_ms"], bspline_ms=bspline,
-                   pde_ms=pde, efficiency=profile["efficiency"],
-                   worst_pass=profile["worst_pass"], worst_tolerance_ratio=worst)
+        times = {kind: sum(p["ms"] for p in profile["passes"] if p["kind"] == kind)
+                 for kind in ("bspline", "pde")}
+        worst_pass = {kind: min(p["efficiency"] for p in profile["passes"] if p["kind"] == kind)
+                      for kind in ("bspline", "pde")}
+        row = dict(bspline=list(bspline), pde=list(pde), fast_math=fast,
+                   per_iteration_ms=profile["per_iteration_ms"], bspline_ms=times["bspline"],
+                   pde_ms=times["pde"], efficiency=profile["efficiency"],
+                   worst_bspline_pass=worst_pass["bspline"], worst_pde_pass=worst_pass["pde"],
+                   worst_tolerance_ratio=worst)
         results["variants"].append(row)
-        print(f"  vector {vector_width} rows {rows} work-group {local_size}: "
-              f"{row['per_iteration_ms']:.2f} ms (bspline {bspline:.2f}, pde {pde:.2f}; "
-              f"{100 * row['efficiency']:.0f} % of copy bandwidth, worst pass "
-              f"{100 * row['worst_pass']:.0f} %; worst/tolerance {worst})", flush=True)
-        if (worst is None or worst <= 1.0) and (
-                fastest is None or row["per_iteration_ms"] < fastest[0]):
-            fastest = (row["per_iteration_ms"], vector_width, rows, local_size)
-    if fastest is None:
+        print(f"  {label}: {row['per_iteration_ms']:.2f} ms (bspline {times['bspline']:.2f} ms, "
+              f"worst pass {100 * worst_pass['bspline']:.0f} %; pde {times['pde']:.2f} ms, worst "
+              f"pass {100 * worst_pass['pde']:.0f} %; worst/tolerance {worst})", flush=True)
+        if worst is None or worst <= 1.0:
+            if "bspline" not in best or times["bspline"] < best["bspline"][0]:
+                best["bspline"] = (times["bspline"], bspline)
+            if "pde" not in best or times["pde"] < best["pde"][0]:
+                best["pde"] = (times["pde"], pde, fast)
+    if len(best) < 2:
         return None
-    _, vector_width, rows, local_size = fastest
-    return Engine(device, vector_width=vector_width, rows=rows, local_size=local_size,
-                  profiling=True)
+    bspline, (_, pde, fast) = best["bspline"][1], best["pde"]
+    return Engine(device, vector_width=bspline.vector_width, rows=bspline.rows,
+                  local_size=bspline.local_size, pde=pde, fast_math=fast, profiling=True)
 
 
 def main(argv=None) -> dict:
@@ -282,10 +302,11 @@ def main(argv=None) -> dict:
         fastest = run_variants(device, presets, height, width, bandwidth, args.reference,
                                results)
         engine = fastest or engine
-    results.update(vector_width=engine.vector_width, rows=engine.rows, precise=engine.precise,
-                   local_size=list(engine.local_size))
-    print(f"engine: vector width {engine.vector_width}, rows per item {engine.rows}, "
-          f"work-group {engine.local_size}, precise {engine.precise}", flush=True)
+    results.update(shapes={k: list(v) for k, v in engine.shapes.items()},
+                   precise=engine.precise, fast_math=engine.fast_math)
+    print(f"engine: B-spline {tuple(engine.shapes['bspline_level'])}, PDE "
+          f"{tuple(engine.shapes['pde_step'])} (vector width, rows per item, work-group), "
+          f"precise {engine.precise}, fast math {engine.fast_math}", flush=True)
     if args.reference is not None:
         print("reference parity:")
         results["reference"] = check_reference(engine, args.reference)

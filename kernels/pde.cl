@@ -10,6 +10,13 @@
  * hf and the rotated laplacians all come from the two 3x3 stencils (dilation `mult`).
  */
 
+/* FAST_MATH (never with PRECISE): the device's fast reciprocals, within the tolerances. */
+#ifdef FAST_MATH
+#define DIVIDE(a, b) native_divide((a), (b))
+#else
+#define DIVIDE(a, b) ((a) / (b))
+#endif
+
 #define ISOTROPIC 0
 #define ISOPHOTE 1
 #define GRADIENT 2
@@ -53,10 +60,20 @@ INLINE direction_t direction_of(const vec_t *p)
 {
     direction_t d;
     const vec_t dx = (p[7] - p[1]) * 0.5f, dy = (p[5] - p[3]) * 0.5f;
+#ifdef FAST_MATH
+    const vec_t squared = MAD(dx, dx, dy * dy);
+    const vec_t inverse = native_rsqrt(squared);
+    d.magnitude = squared * inverse;
+    const ivec_t nonzero = squared != 0.0f;
+    const vec_t cosine = select((vec_t)(1.0f), dx * inverse, nonzero);
+    const vec_t sine = select((vec_t)(0.0f), dy * inverse, nonzero);
+    d.magnitude = select((vec_t)(0.0f), d.magnitude, nonzero);
+#else
     d.magnitude = sqrt(MAD(dx, dx, dy * dy));
     const ivec_t nonzero = d.magnitude != 0.0f;
     const vec_t cosine = select((vec_t)(1.0f), dx / d.magnitude, nonzero);
     const vec_t sine = select((vec_t)(0.0f), dy / d.magnitude, nonzero);
+#endif
     d.cos2 = cosine * cosine;
     d.sin2 = sine * sine;
     d.cossin = cosine * sine;
@@ -114,10 +131,10 @@ INLINE vec_t pde_value(const vec_t *L, const vec_t *H, float4 speed, int4 mode,
             vec_t variance = MAD(H[2], H[2], MAD(H[1], H[1], H[0] * H[0]));
             variance = variance + MAD(H[5], H[5], MAD(H[4], H[4], H[3] * H[3]));
             variance = variance + MAD(H[8], H[8], MAD(H[7], H[7], H[6] * H[6]));
-            acc = acc / MAD(variance, regularization, variance_threshold);
+            acc = DIVIDE(acc, MAD(variance, regularization, variance_threshold));
         }
         else
-            acc = acc / variance_threshold;
+            acc = DIVIDE(acc, (vec_t)(variance_threshold));
         result = result + acc;
     }
     return fmax(result + L[4], 0.0f);

@@ -418,3 +418,30 @@ def test_profile_records_every_pass_and_transfer(engine):
     with pytest.raises(ValueError, match="profiling=True"):
         with engine.profile():
             pass
+
+
+def test_each_kernel_has_its_own_shape(engine):
+    from napari_diffuse.opencl_program import KernelShape
+
+    plan = make_plan(DiffuseParams(**RANDOM_SETTINGS[1]))
+    image = _image((35, 27, 4), seed=13)
+    mixed = opencl_solver.Engine(engine.device, vector_width=4, rows=3, local_size=(16, 2),
+                                 pde=KernelShape(1, 2, (32, 4)), precise=False)
+    assert mixed.shapes["pde_step"] == (1, 2, (32, 4))
+    assert mixed.shapes["bspline_level"] == (4, 3, (16, 2))
+    plain = opencl_solver.Engine(engine.device, vector_width=1, rows=1, precise=False)
+    assert plain.shapes["pde_step"] == plain.shapes["bspline_level"]
+    np.testing.assert_array_equal(mixed.solve(image, plan), plain.solve(image, plan))
+    with pytest.raises(ValueError, match="1, 4 or 8"):
+        opencl_solver.Engine(engine.device, pde=KernelShape(2, 1, (8, 8)))
+
+
+def test_fast_math_stays_close_and_equal_across_shapes(engine):
+    plan = make_plan(DiffuseParams(**RANDOM_SETTINGS[0]))
+    image = _image((31, 29, 4), seed=14)
+    fast = [opencl_solver.Engine(engine.device, vector_width=width, precise=False,
+                                 fast_math=True) for width in (1, 4)]
+    out = fast[0].solve(image, plan)
+    np.testing.assert_array_equal(out, fast[1].solve(image, plan))
+    np.testing.assert_array_equal(fast[0].solve(image[..., :1], plan), out[..., :1])
+    _close(out, numpy_solver.solve(image, plan))

@@ -27,10 +27,11 @@ import pyopencl.cltypes as cltypes
 from . import numpy_solver
 from .opencl_devices import OpenCLUnavailable
 from .opencl_program import (
-    LOCAL_SIZE,
+    BSPLINE_SHAPE,
+    FAST_MATH,
+    PDE_SHAPE,
     PRECISE,
-    ROWS,
-    VECTOR_WIDTH,
+    KernelShape,
     Program,
     device_kind,
     read_source,
@@ -92,6 +93,17 @@ class Profile:
         return totals
 
 
+class _Peak(NamedTuple):
+    """A largest magnitude on its way from the device."""
+
+    partial: np.ndarray  #: one maximum per work-group
+    event: cl.Event
+
+    def value(self) -> float:
+        self.event.wait()
+        return float(self.partial.max())
+
+
 class _Bound(NamedTuple):
     """A kernel object with its arguments set, and how to enqueue and record it."""
 
@@ -115,14 +127,17 @@ class Engine:
     max_allocation : int, optional
         Largest device buffer in bytes, below the device's own limit (tests lower it
         to force tiling).
-    local_size : (int, int), optional
-        Work-group shape of the filtering kernels: packs of floats x blocks of rows.
-    vector_width : {1, 4, 8}, optional
-        Floats per work item of the filtering kernels. On a GPU, images whose channel
-        count it does not divide use 1 (their packs would not be aligned).
-    rows : int, optional
-        Rows per work item of the filtering kernels (1 to 8): rows sharing vertical taps
-        read them once. Any value gives the same result.
+    vector_width, rows, local_size : optional
+        How the filtering kernels are built and launched (:class:`~napari_diffuse.
+        opencl_program.KernelShape`): floats per work item (1, 4 or 8), rows per work
+        item (1 to 8; rows sharing vertical taps read them once) and the work-group shape
+        (packs of floats x blocks of rows). Given any of them, both the B-spline and the
+        PDE use them (unless ``pde`` is given); default: each kernel's shape for the device
+        kind (``BSPLINE_SHAPE``, ``PDE_SHAPE``). On a GPU, images whose channel count a
+        vector width does not divide use 1 (their packs would not be aligned). Every shape
+        gives the same result.
+    pde : KernelShape, optional
+        The PDE's own shape.
     precise : bool, optional
         Round every product and sum on its own and divide exactly, as NumPy does (the
         default on CPUs); otherwise fuse the PDE's multiply-adds and use the device's own
@@ -132,6 +147,9 @@ class Engine:
     staged : bool, optional
         Copy between host and device through pinned staging buffers; default: where the
         device has its own memory (a GPU).
+    fast_math : bool, optional
+        Without ``precise``: the PDE's reciprocals through ``native_rsqrt`` and
+        ``native_divide`` (within darktable's tolerances; the same at every shape).
     profiling : bool
         Make the queue record timings, for :meth:`profile`.
 
@@ -145,18 +163,29 @@ class Engine:
     def __init__(self, device, kernel_dir: str | Path | None = None, *,
                  max_allocation: int | None = None, local_size: tuple[int, int] | None = None,
                  vector_width: int | None = None, rows: int | None = None,
-                 precise: bool | None = None, staged: bool | None = None,
+                 pde: KernelShape | None = None, precise: bool | None = None,
+                 fast_math: bool | None = None, staged: bool | None = None,
                  profiling: bool = False):
         self.device = device
         kind = device_kind(device)
-        self.vector_width = vector_width if vector_width is not None else VECTOR_WIDTH[kind]
+        bspline = BSPLINE_SHAPE[kind]
+        given = vector_width is not None or rows is not None or local_size is not None
+        bspline = KernelShape(vector_width if vector_width is not None else bspline.vector_width,
+                              int(rows) if rows is not None else bspline.rows,
+                              tuple(local_size) if local_size is not None else bspline.local_size)
+        pde = KernelShape(*pde) if pde is not None else bspline if given else PDE_SHAPE[kind]
+        for shape in (bspline, pde):
+            if not 1 <= shape.rows <= 8:
+                raise ValueError(f"rows={shape.rows!r}: 1 to 8 rows per work item")
+            if shape.vector_width not in (1, 4, 8):
+                raise ValueError(f"vector_width={shape.vector_width!r}: 1, 4 or 8")
+        #: The shapes of the filtering kernels; the other kernels use the B-spline's program.
+        self.shapes = {"bspline_level": bspline, "pde_step": pde}
+        self.vector_width, self.rows, self.local_size = bspline
         # a CPU loads unaligned vectors at full speed; a GPU splits them into scalar loads
-        self._unaligned_width = 1 if kind == "GPU" else self.vector_width
-        self.local_size = tuple(local_size) if local_size is not None else LOCAL_SIZE[kind]
-        self.rows = int(rows) if rows is not None else ROWS[kind]
-        if not 1 <= self.rows <= 8:
-            raise ValueError(f"rows={rows!r}: 1 to 8 rows per work item")
+        self._gpu = kind == "GPU"
         self.precise = precise if precise is not None else PRECISE[kind]
+        self.fast_math = fast_math if fast_math is not None else FAST_MATH[kind]
         self.profiling = profiling
         self._folder = Path(kernel_dir) if kernel_dir is not None else data_dir("kernels")
         self._source = read_source(self._folder)
@@ -168,8 +197,9 @@ class Engine:
         except cl.Error as error:
             raise OpenCLUnavailable(f"cannot use the OpenCL device {device.name.strip()!r}: "
                                     f"{error}") from error
-        self._programs: dict[int, Program] = {}
-        self._program(self.vector_width)  # build now: a broken kernel fails here
+        self._programs: dict[KernelShape, Program] = {}
+        for shape in self.shapes.values():
+            self._program(shape)  # build now: a broken kernel fails here
         self.buffer_limit = min(device.max_mem_alloc_size, _LARGEST_BUFFER,
                                 max_allocation if max_allocation is not None else _LARGEST_BUFFER)
         self.memory_limit = int(device.global_mem_size * MEMORY_FRACTION)
@@ -185,22 +215,24 @@ class Engine:
         properties = cl.command_queue_properties.PROFILING_ENABLE if self.profiling else 0
         return cl.CommandQueue(self.context, self.device, properties=properties)
 
-    def _program(self, vector_width: int) -> Program:
-        """The kernels for ``vector_width``, built on first use (once per process)."""
-        if vector_width not in self._programs:
+    def _program(self, shape: KernelShape) -> Program:
+        """The kernels built for ``shape``, on first use (once per process)."""
+        if shape not in self._programs:
             try:
-                self._programs[vector_width] = Program(
-                    self.context, self.device, self._source, vector_width, self.precise,
-                    self.local_size, self.rows)
+                self._programs[shape] = Program(self.context, self.device, self._source, shape,
+                                                self.precise, self.fast_math)
             except cl.Error as error:
                 raise OpenCLUnavailable(
                     f"the OpenCL kernels in {self._folder} failed to build on "
                     f"{self.device.name.strip()!r}: {error}") from error
-        return self._programs[vector_width]
+        return self._programs[shape]
 
-    def _program_for(self, channels: int) -> Program:
-        aligned = channels % self.vector_width == 0
-        return self._program(self.vector_width if aligned else self._unaligned_width)
+    def _program_for(self, channels: int, kernel: str = "bspline_level") -> Program:
+        """The program that runs ``kernel`` on images of ``channels`` channels."""
+        shape = self.shapes[kernel]
+        if self._gpu and channels % shape.vector_width:
+            shape = shape._replace(vector_width=1)
+        return self._program(shape)
 
     # -- profiling -------------------------------------------------------------------------
 
@@ -312,9 +344,10 @@ class Engine:
                      (image_buf, input_buf, mask_buf, np.int32(width), np.int32(height),
                       np.int32(channels), F32(plan.luminance_threshold)), "keep")
 
-    def _peak(self, program: Program, buffer, n: int) -> float:
-        """The largest magnitude of ``buffer``'s first ``n`` floats (inf for NaN or Inf):
-        a ``peak`` reduction, then ``_PEAK_GROUPS`` floats or fewer downloaded."""
+    def _peak(self, program: Program, buffer, n: int) -> _Peak:
+        """The largest magnitude of ``buffer``'s first ``n`` floats (inf for NaN or Inf),
+        pending: a ``peak`` reduction, then ``_PEAK_GROUPS`` floats or fewer downloaded
+        without blocking (the queue is in order, so every check can reuse one buffer)."""
         kernel = program.kernels["peak"]
         largest = kernel.get_work_group_info(cl.kernel_work_group_info.WORK_GROUP_SIZE,
                                              self.device)
@@ -324,21 +357,15 @@ class Engine:
         kernel.set_args(buffer, np.int32(n), peaks_buf, cl.LocalMemory(4 * local))
         cl.enqueue_nd_range_kernel(self.queue, kernel, (groups * local,), (local,))
         peaks = np.empty(groups, F32)
-        cl.enqueue_copy(self.queue, peaks, peaks_buf)
-        return float(peaks.max())
+        return _Peak(peaks, cl.enqueue_copy(self.queue, peaks, peaks_buf, is_blocking=False))
 
-    def _device_bound(self, program: Program, image_buf, shape) -> float:
-        """:func:`~napari_diffuse.plan.divergence_bound` of the uploaded image, on the
-        device (no pass over the host array)."""
-        peak = self._peak(program, image_buf, int(np.prod(shape)))
+    def _bound_of(self, input_peak: _Peak | float) -> float:
+        """:func:`~napari_diffuse.plan.divergence_bound` from the input's peak taken on the
+        device (no pass over the host array), or the bound itself."""
+        if isinstance(input_peak, float):
+            return input_peak
+        peak = input_peak.value()
         return DIVERGENCE_BOUND * max(1.0, peak if np.isfinite(peak) else 1.0)
-
-    def _check_divergence(self, program: Program, image_buf, shape, plan: Plan, done: int,
-                          bound: float) -> None:
-        """:func:`napari_diffuse.numpy_solver.check_divergence` on the device."""
-        peak = self._peak(program, image_buf, int(np.prod(shape)))
-        if not peak <= bound:
-            raise divergence_error(plan, done, peak, bound)
 
     def _bound(self, program: Program, name: str, global_size, args, key) -> _Bound:
         """Kernel object ``key`` of ``name`` with ``args`` set, to enqueue again and again
@@ -358,6 +385,7 @@ class Engine:
         kernel in pyopencl), which bounds small images and many iterations.
         """
         buffers = {"input": image_buf, "output": image_buf, **work}
+        pde = self._program_for(shape[2], "pde_step")
         modes = cltypes.make_int4(*plan.modes)
         anisotropy = cltypes.make_float4(*plan.anisotropy)
         kernels = []
@@ -371,10 +399,10 @@ class Engine:
                     (buffers[level], buffers[low], buffers[high], *geometry), (s, slot)))
             else:
                 scale = plan.steps[s]
-                size, geometry = program.rows_geometry("pde_step", *shape, scale.mult)
+                size, geometry = pde.rows_geometry("pde_step", *shape, scale.mult)
                 (high, current), (target,) = step.reads, step.writes
                 kernels.append(self._bound(
-                    program, "pde_step", size,
+                    pde, "pde_step", size,
                     (buffers[high], buffers[current], buffers[target], mask_buf,
                      np.int32(use_mask), *geometry, cltypes.make_float4(*scale.speeds), modes,
                      anisotropy, F32(scale.strength), F32(scale.regularization_factor),
@@ -390,17 +418,38 @@ class Engine:
         return event
 
     def _iterate(self, program, image_buf, work, mask_buf, use_mask, shape, plan: Plan,
-                 bound: float, progress: Progress | None, checkpoints: Checkpoints | None,
-                 slot: int = 0) -> None:
-        """Every iteration of ``plan`` on the uploaded, started ``image_buf``."""
+                 bound: _Peak | float, progress: Progress | None,
+                 checkpoints: Checkpoints | None, slot: int = 0) -> Callable[[], None]:
+        """Enqueue every iteration of ``plan`` on the uploaded, started ``image_buf``.
+
+        The divergence checks read their peaks without blocking; the returned function
+        waits for them and raises the first :class:`DivergenceError` (iterations after a
+        failed check are wasted, never handed over). With ``progress`` or ``checkpoints``
+        the host waits for the device anyway, so each check is judged at once.
+        """
         kernels = self._iteration_kernels(program, image_buf, work, mask_buf, use_mask, shape,
                                           plan, slot)
         checks = checked_iterations(plan, checkpoints)
+        eager = progress is not None or checkpoints is not None
+        pending: list[tuple[int, _Peak]] = []
+        n = int(np.prod(shape))
+
+        def judge() -> None:
+            limit = self._bound_of(bound)
+            while pending:
+                done, peak = pending.pop(0)
+                value = peak.value()
+                if not value <= limit:
+                    pending.clear()
+                    raise divergence_error(plan, done, value, limit)
+
         previous = None
         for it in range(plan.iterations):
             last = self._iteration(kernels)
             if it + 1 in checks:
-                self._check_divergence(program, image_buf, shape, plan, it + 1, bound)
+                pending.append((it + 1, self._peak(program, image_buf, n)))
+                if eager:
+                    judge()
             if progress is not None:
                 # report iteration it - 1 while iteration it keeps the device busy
                 if previous is not None:
@@ -415,6 +464,7 @@ class Engine:
         if progress is not None:
             previous.wait()
             progress(plan.iterations, plan.iterations)
+        return judge
 
     # -- whole runs ------------------------------------------------------------------------
 
@@ -477,11 +527,11 @@ class Engine:
         work = self._workspace(plan, src.nbytes)
         self._transfers.upload(image_buf, src, record=self._recorder)
         if bound is None:
-            bound = self._device_bound(program, image_buf, shape)
+            bound = self._peak(program, image_buf, int(np.prod(shape)))
         mask_buf, use_mask = self._start_tile(program, image_buf, shape, plan, mask, origin,
                                               full_width)
         self._iterate(program, image_buf, work, mask_buf, use_mask, shape, plan, bound,
-                      progress, checkpoints)
+                      progress, checkpoints)()
         self._finish_tile(program, src, image_buf, work, mask_buf, use_mask, shape, plan,
                           self._transfers)
         self._transfers.download(result, image_buf, record=self._recorder)
@@ -550,6 +600,7 @@ class Engine:
                 down.download(out[p], slots[p % _STACK_SLOTS], wait_for=[done], record=record)
                 contiguous[p] = None
 
+            judged = None
             try:
                 for p in range(min(_STACK_SLOTS - 1, count)):
                     uploads[p] = pool_up.submit(upload, p)
@@ -559,16 +610,21 @@ class Engine:
                             upload, p + _STACK_SLOTS - 1)
                     image_buf = slots[p % _STACK_SLOTS]
                     cl.enqueue_barrier(self.queue, wait_for=[uploads[p].result()])
-                    bound = self._device_bound(program, image_buf, shape)
+                    bound = self._peak(program, image_buf, int(np.prod(shape)))
                     mask_buf, use_mask = self._start_tile(program, image_buf, shape, plan,
                                                           masks[p], (0, 0), shape[1])
-                    self._iterate(program, image_buf, work, mask_buf, use_mask, shape, plan,
-                                  bound, report(p), None, slot=p % _STACK_SLOTS)
+                    judge = self._iterate(program, image_buf, work, mask_buf, use_mask, shape,
+                                          plan, bound, report(p), None, slot=p % _STACK_SLOTS)
                     self._finish_tile(program, contiguous[p], image_buf, work, mask_buf,
                                       use_mask, shape, plan, self._transfers)
                     done = cl.enqueue_marker(self.queue)
                     self.queue.flush()
+                    # judge the previous plane while this one keeps the device busy
+                    if judged is not None:
+                        judged()
+                    judged = judge
                     downloads[p] = pool_down.submit(download, p, done)
+                judged()
                 for p in range(count):
                     downloads[p].result()
             finally:

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pyopencl as cl
 
 from .opencl_devices import OpenCLUnavailable
 
-__all__ = ["KERNEL_FILES", "KERNEL_NAMES", "Program", "build", "device_kind", "read_source",
-           "shared_context"]
+__all__ = ["KERNEL_FILES", "KERNEL_NAMES", "KernelShape", "Program", "build", "device_kind",
+           "read_source", "shared_context"]
 
 #: The kernel sources, concatenated in this order into one program.
 KERNEL_FILES = ("common.cl", "bspline.cl", "pde.cl", "inpaint.cl", "variance.cl",
@@ -29,14 +30,26 @@ KERNEL_NAMES = ("bspline_level", "pde_step", "luminance_mask", "inpaint_noise",
 #: per device kind: on a CPU it gives NumPy's results at no cost; on a GPU it costs time.
 PRECISE = {"GPU": False, "CPU": True}
 _CORRECT_ROUNDING = "-cl-fp32-correctly-rounded-divide-sqrt"
-#: Floats per work item of the filtering kernels (VEC in kernels/common.cl), per device
-#: kind: 8 fills a CPU's AVX registers, 4 keeps a GPU's loads 16 bytes wide.
-VECTOR_WIDTH = {"GPU": 4, "CPU": 8}
-#: Work-group shapes of the filtering kernels (packs of floats x rows), per device kind.
-LOCAL_SIZE = {"GPU": (64, 2), "CPU": (64, 4)}
-#: Rows per work item of the filtering kernels (ROWS in kernels/common.cl), per device
-#: kind: on a GPU, rows that share vertical taps read them once.
-ROWS = {"GPU": 4, "CPU": 1}
+
+
+class KernelShape(NamedTuple):
+    """How a filtering kernel is built and launched."""
+
+    vector_width: int  #: floats per work item (VEC in kernels/common.cl): 1, 4 or 8
+    rows: int  #: rows per work item (ROWS): rows sharing vertical taps read them once
+    local_size: tuple[int, int]  #: work-group shape: packs of floats x blocks of rows
+
+
+#: The B-spline's shape per device kind (the other per-pixel kernels share its program):
+#: 8 floats fill a CPU's AVX registers, 4 keep a GPU's loads 16 bytes wide, and on a GPU
+#: the vertical taps of 4 rows are read once. Measured on an H200 (2026-12-04).
+BSPLINE_SHAPE = {"GPU": KernelShape(4, 4, (64, 2)), "CPU": KernelShape(8, 1, (64, 4))}
+#: The PDE's shape per device kind: on a GPU it is bound by its registers (two 3x3
+#: stencils per float), so one float per work item runs more work items at once.
+PDE_SHAPE = {"GPU": KernelShape(1, 1, (128, 2)), "CPU": KernelShape(8, 1, (64, 4))}
+#: Cheaper reciprocals in the PDE (``native_rsqrt``, ``native_divide``) per device kind,
+#: unless arithmetic is precise; within darktable's tolerances, same at every shape.
+FAST_MATH = {"GPU": False, "CPU": False}
 
 _lock = threading.Lock()
 _contexts: dict[int, cl.Context] = {}
@@ -82,20 +95,23 @@ class Program:
     """The kernels built for one vector width, mode and rows per item, with their fitted
     work-group shapes and a pool of kernel objects (each holds its own arguments)."""
 
-    def __init__(self, context, device, source: str, vector_width: int, precise: bool,
-                 local_size: tuple[int, int], rows: int = 1):
-        options = [f"-DVEC={vector_width}", f"-DROWS={rows}"]
+    def __init__(self, context, device, source: str, shape: KernelShape, precise: bool,
+                 fast_math: bool = False):
+        options = [f"-DVEC={shape.vector_width}", f"-DROWS={shape.rows}"]
         if precise:
             options.append("-DPRECISE")
             if device.single_fp_config & cl.device_fp_config.CORRECTLY_ROUNDED_DIVIDE_SQRT:
                 options.append(_CORRECT_ROUNDING)
+        elif fast_math:
+            options.append("-DFAST_MATH")
         program = build(context, device, source, tuple(options))
         self._program = program
         self._pool: dict[tuple[str, object], cl.Kernel] = {}
-        self.vector_width = vector_width
-        self.rows = rows
+        self.shape = shape
+        self.vector_width = shape.vector_width
+        self.rows = shape.rows
         self.kernels = {name: cl.Kernel(program, name) for name in KERNEL_NAMES}
-        self.local = {name: self._fitted(kernel, device, local_size)
+        self.local = {name: self._fitted(kernel, device, shape.local_size)
                       for name, kernel in self.kernels.items()}
 
     def pooled(self, name: str, key) -> cl.Kernel:

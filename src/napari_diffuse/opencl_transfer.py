@@ -28,11 +28,12 @@ class Staging:
 
     def __init__(self, context, queue):
         self.queue = queue
+        self.chunk = chunk = self.CHUNK
         self.buffers = [cl.Buffer(context, cl.mem_flags.READ_WRITE | cl.mem_flags.ALLOC_HOST_PTR,
-                                  self.CHUNK) for _ in range(self.BUFFERS)]
+                                  chunk) for _ in range(self.BUFFERS)]
         # pinned host views of the buffers, mapped for the object's lifetime
         self.views = [cl.enqueue_map_buffer(queue, b, cl.map_flags.READ | cl.map_flags.WRITE, 0,
-                                            (self.CHUNK,), np.uint8)[0] for b in self.buffers]
+                                            (chunk,), np.uint8)[0] for b in self.buffers]
         workers = min(8, os.cpu_count() or 1)
         self.pool = concurrent.futures.ThreadPoolExecutor(workers, "napari-diffuse-staging")
         self.workers = workers
@@ -51,8 +52,8 @@ class Staging:
         data = host.reshape(-1).view(np.uint8)
         n = self.BUFFERS
         pending: list = [None] * n
-        for i, start in enumerate(range(0, data.size, self.CHUNK)):
-            part = data[start:start + self.CHUNK]
+        for i, start in enumerate(range(0, data.size, self.chunk)):
+            part = data[start:start + self.chunk]
             if pending[i % n] is not None:
                 pending[i % n].wait()
             stage = self.views[i % n][:part.size]
@@ -63,11 +64,11 @@ class Staging:
     def download(self, host: np.ndarray, buffer, wait_for=None) -> None:
         """Copy ``buffer`` into ``host`` (after ``wait_for``); returns when ``host`` holds it."""
         data = host.reshape(-1).view(np.uint8)
-        starts = list(range(0, data.size, self.CHUNK))
+        starts = list(range(0, data.size, self.chunk))
         n = self.BUFFERS
 
         def fetch(i: int):
-            size = min(self.CHUNK, data.size - starts[i])
+            size = min(self.chunk, data.size - starts[i])
             return cl.enqueue_copy(self.queue, self.views[i % n][:size], buffer,
                                    src_offset=starts[i], is_blocking=False,
                                    wait_for=wait_for if i < n else None)
@@ -75,7 +76,7 @@ class Staging:
         pending = [fetch(i) for i in range(min(n, len(starts)))]
         for i, start in enumerate(starts):
             pending[i % n].wait()
-            part = data[start:start + self.CHUNK]
+            part = data[start:start + self.chunk]
             self._copy(part, self.views[i % n][:part.size])
             if i + n < len(starts):
                 pending[i % n] = fetch(i + n)
