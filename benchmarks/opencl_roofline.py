@@ -70,16 +70,22 @@ QUOTED_H200 = {"denoise: medium": (0.650, 0.326), "lens deblur: medium": (0.442,
                "local contrast: fast": (0.174, 0.108)}
 #: B-spline shapes and PDE shapes (with or without fast math) compared by ``--variants``,
 #: paired in turn: each variant times one of each, so the fastest of each kind is chosen.
-BSPLINE_VARIANTS = [KernelShape(4, 1, (64, 2)), KernelShape(4, 2, (64, 2)),
-                    KernelShape(4, 4, (64, 2)), KernelShape(4, 4, (64, 4)),
-                    KernelShape(4, 4, (128, 2)), KernelShape(4, 4, (32, 8)),
-                    KernelShape(4, 2, (128, 1)), KernelShape(4, 3, (64, 2))]
-PDE_VARIANTS = [(KernelShape(4, 1, (64, 2)), False), (KernelShape(1, 1, (128, 2)), False),
-                (KernelShape(1, 1, (256, 1)), False), (KernelShape(1, 2, (128, 2)), False),
-                (KernelShape(1, 4, (128, 2)), False), (KernelShape(1, 1, (64, 4)), False),
-                (KernelShape(4, 1, (32, 2)), False), (KernelShape(1, 1, (128, 2)), True),
-                (KernelShape(1, 4, (128, 2)), True), (KernelShape(4, 1, (64, 2)), True),
-                (KernelShape(1, 1, (32, 8)), False), (KernelShape(1, 2, (64, 2)), True)]
+#: (Extra build options are NVIDIA's register cap; other devices refuse them: skipped.)
+_CAP = "-cl-nv-maxrregcount="
+BSPLINE_VARIANTS = [(KernelShape(4, 1, (64, 2)), ()), (KernelShape(4, 2, (64, 2)), ()),
+                    (KernelShape(4, 4, (64, 2)), ()), (KernelShape(4, 2, (64, 2)), (_CAP + "64",)),
+                    (KernelShape(4, 2, (64, 2)), (_CAP + "48",)),
+                    (KernelShape(4, 2, (64, 2)), (_CAP + "32",)),
+                    (KernelShape(4, 4, (64, 2)), (_CAP + "64",)), (KernelShape(4, 2, (128, 1)), ()),
+                    (KernelShape(4, 2, (32, 4)), ())]
+PDE_VARIANTS = [(KernelShape(4, 1, (64, 2)), False, ()), (KernelShape(1, 2, (64, 2)), True, ()),
+                (KernelShape(1, 2, (64, 2)), True, (_CAP + "64",)),
+                (KernelShape(1, 2, (64, 2)), True, (_CAP + "48",)),
+                (KernelShape(1, 2, (64, 2)), True, (_CAP + "32",)),
+                (KernelShape(4, 1, (64, 2)), True, (_CAP + "64",)),
+                (KernelShape(1, 4, (128, 2)), True, (_CAP + "64",)),
+                (KernelShape(1, 2, (128, 1)), True, ()), (KernelShape(1, 2, (32, 4)), True, ()),
+                (KernelShape(1, 2, (64, 2)), False, ())]
 COPY_SOURCE = """
 kernel void copy4(global const float4 *src, global float4 *dst)
 {
@@ -224,13 +230,15 @@ def run_variants(device, presets, height, width, bandwidth, reference, results) 
     best = {}
     count = max(len(BSPLINE_VARIANTS), len(PDE_VARIANTS))
     for k in range(count):
-        bspline = BSPLINE_VARIANTS[k % len(BSPLINE_VARIANTS)]
-        pde, fast = PDE_VARIANTS[k % len(PDE_VARIANTS)]
-        label = f"bspline {tuple(bspline)}, pde {tuple(pde)}{' fast math' if fast else ''}"
+        bspline, bspline_options = BSPLINE_VARIANTS[k % len(BSPLINE_VARIANTS)]
+        pde, fast, pde_options = PDE_VARIANTS[k % len(PDE_VARIANTS)]
+        options = {"bspline_level": bspline_options, "pde_step": pde_options}
+        label = (f"bspline {tuple(bspline)} {' '.join(bspline_options)}, pde {tuple(pde)} "
+                 f"{' '.join(pde_options)}{' fast math' if fast else ''}")
         try:
             variant = Engine(device, vector_width=bspline.vector_width, rows=bspline.rows,
                              local_size=bspline.local_size, pde=pde, fast_math=fast,
-                             profiling=True)
+                             profiling=True, build_options=options)
             device_profile(variant, image, plan, bandwidth)  # warm-up
             profile = min((device_profile(variant, image, plan, bandwidth) for _ in range(2)),
                           key=lambda p: p["per_iteration_ms"])
@@ -246,7 +254,7 @@ def run_variants(device, presets, height, width, bandwidth, reference, results) 
                  for kind in ("bspline", "pde")}
         worst_pass = {kind: min(p["efficiency"] for p in profile["passes"] if p["kind"] == kind)
                       for kind in ("bspline", "pde")}
-        row = dict(bspline=list(bspline), pde=list(pde), fast_math=fast,
+        row = dict(bspline=list(bspline), pde=list(pde), fast_math=fast, build_options=options,
                    per_iteration_ms=profile["per_iteration_ms"], bspline_ms=times["bspline"],
                    pde_ms=times["pde"], efficiency=profile["efficiency"],
                    worst_bspline_pass=worst_pass["bspline"], worst_pde_pass=worst_pass["pde"],
@@ -257,14 +265,34 @@ def run_variants(device, presets, height, width, bandwidth, reference, results) 
               f"pass {100 * worst_pass['pde']:.0f} %; worst/tolerance {worst})", flush=True)
         if worst is None or worst <= 1.0:
             if "bspline" not in best or times["bspline"] < best["bspline"][0]:
-                best["bspline"] = (times["bspline"], bspline)
+                best["bspline"] = (times["bspline"], bspline, bspline_options)
             if "pde" not in best or times["pde"] < best["pde"][0]:
-                best["pde"] = (times["pde"], pde, fast)
+                best["pde"] = (times["pde"], pde, fast, pde_options)
     if len(best) < 2:
         return None
-    bspline, (_, pde, fast) = best["bspline"][1], best["pde"]
+    (_, bspline, bspline_options), (_, pde, fast, pde_options) = best["bspline"], best["pde"]
     return Engine(device, vector_width=bspline.vector_width, rows=bspline.rows,
-                  local_size=bspline.local_size, pde=pde, fast_math=fast, profiling=True)
+                  local_size=bspline.local_size, pde=pde, fast_math=fast, profiling=True,
+                  build_options={"bspline_level": bspline_options, "pde_step": pde_options})
+
+
+def print_build_log(engine: Engine) -> None:
+    """The compiler's log for each filtering kernel's program, built again verbosely."""
+    from napari_diffuse.opencl_program import Program
+
+    verbose = ("-cl-nv-verbose",) if "NVIDIA" in engine.device.platform.name else ()
+    for name, shape in engine.shapes.items():
+        try:
+            program = Program(engine.context, engine.device, engine._source, shape,
+                              engine.precise, engine.fast_math,
+                              (*engine._build_options[name], *verbose))
+            log = program._program.get_build_info(engine.device, cl.program_build_info.LOG)
+        except cl.Error as error:
+            log = f"{type(error).__name__}: {error}"
+        lines = [line for line in log.splitlines() if name in line or "registers" in line
+                 or "spill" in line or "stack" in line.lower()]
+        print(f"build log, {name} {tuple(shape)}:")
+        print("\n".join("  " + line for line in (lines or log.splitlines()[:20])))
 
 
 def main(argv=None) -> dict:
@@ -285,6 +313,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--stack", default=None, metavar="NxHxW",
                         help="also stream a single-channel stack of denoise: medium")
     parser.add_argument("--details", action="store_true", help="print every pass")
+    parser.add_argument("--build-log", action="store_true",
+                        help="print the compiler's report on the filtering kernels (NVIDIA: "
+                             "registers and spills, through -cl-nv-verbose)")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     args = parser.parse_args(argv)
 
@@ -303,7 +334,10 @@ def main(argv=None) -> dict:
                                results)
         engine = fastest or engine
     results.update(shapes={k: list(v) for k, v in engine.shapes.items()},
-                   precise=engine.precise, fast_math=engine.fast_math)
+                   precise=engine.precise, fast_math=engine.fast_math,
+                   build_options=engine._build_options)
+    if args.build_log:
+        print_build_log(engine)
     print(f"engine: B-spline {tuple(engine.shapes['bspline_level'])}, PDE "
           f"{tuple(engine.shapes['pde_step'])} (vector width, rows per item, work-group), "
           f"precise {engine.precise}, fast math {engine.fast_math}", flush=True)

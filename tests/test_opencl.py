@@ -196,6 +196,7 @@ def test_engine_and_kernels_are_built_once(engine):
 
 def test_transfers_through_pinned_staging(engine, monkeypatch):
     monkeypatch.setattr(opencl_transfer.Staging, "CHUNK", 4096)  # many chunks, a partial last
+    monkeypatch.setattr(opencl_solver.Engine, "PREFAULT_BYTES", 1)  # outputs touched ahead
     staged = opencl_solver.Engine(engine.device, staged=True)
     plan = make_plan(DiffuseParams(**RANDOM_SETTINGS[1]))
     image = _image((57, 43, 3), seed=4)

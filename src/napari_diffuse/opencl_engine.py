@@ -152,6 +152,9 @@ class Engine:
         ``native_divide`` (within darktable's tolerances; the same at every shape).
     profiling : bool
         Make the queue record timings, for :meth:`profile`.
+    build_options : dict, optional
+        Extra compiler options per filtering kernel (``"bspline_level"``, ``"pde_step"``),
+        for experiments such as a register cap.
 
     Raises
     ------
@@ -160,12 +163,15 @@ class Engine:
         the build log).
     """
 
+    #: Outputs of at least this many bytes have their pages touched while the device works.
+    PREFAULT_BYTES = 16 << 20
+
     def __init__(self, device, kernel_dir: str | Path | None = None, *,
                  max_allocation: int | None = None, local_size: tuple[int, int] | None = None,
                  vector_width: int | None = None, rows: int | None = None,
                  pde: KernelShape | None = None, precise: bool | None = None,
                  fast_math: bool | None = None, staged: bool | None = None,
-                 profiling: bool = False):
+                 profiling: bool = False, build_options: dict[str, tuple[str, ...]] | None = None):
         self.device = device
         kind = device_kind(device)
         bspline = BSPLINE_SHAPE[kind]
@@ -186,6 +192,8 @@ class Engine:
         self._gpu = kind == "GPU"
         self.precise = precise if precise is not None else PRECISE[kind]
         self.fast_math = fast_math if fast_math is not None else FAST_MATH[kind]
+        self._build_options = {name: tuple((build_options or {}).get(name, ()))
+                               for name in self.shapes}
         self.profiling = profiling
         self._folder = Path(kernel_dir) if kernel_dir is not None else data_dir("kernels")
         self._source = read_source(self._folder)
@@ -197,9 +205,9 @@ class Engine:
         except cl.Error as error:
             raise OpenCLUnavailable(f"cannot use the OpenCL device {device.name.strip()!r}: "
                                     f"{error}") from error
-        self._programs: dict[KernelShape, Program] = {}
-        for shape in self.shapes.values():
-            self._program(shape)  # build now: a broken kernel fails here
+        self._programs: dict[tuple, Program] = {}
+        for name, shape in self.shapes.items():
+            self._program(shape, self._build_options[name])  # a broken kernel fails here
         self.buffer_limit = min(device.max_mem_alloc_size, _LARGEST_BUFFER,
                                 max_allocation if max_allocation is not None else _LARGEST_BUFFER)
         self.memory_limit = int(device.global_mem_size * MEMORY_FRACTION)
@@ -207,6 +215,7 @@ class Engine:
         self._buffers: dict[str, cl.Buffer] = {}
         self._stack_transfers: tuple[Transfers, Transfers] | None = None
         self._profile: Profile | None = None
+        self._toucher: concurrent.futures.ThreadPoolExecutor | None = None
 
     def __repr__(self) -> str:
         return f"Engine({self.device.platform.name.strip()}: {self.device.name.strip()})"
@@ -215,24 +224,25 @@ class Engine:
         properties = cl.command_queue_properties.PROFILING_ENABLE if self.profiling else 0
         return cl.CommandQueue(self.context, self.device, properties=properties)
 
-    def _program(self, shape: KernelShape) -> Program:
+    def _program(self, shape: KernelShape, options: tuple[str, ...] = ()) -> Program:
         """The kernels built for ``shape``, on first use (once per process)."""
-        if shape not in self._programs:
+        key = (shape, options)
+        if key not in self._programs:
             try:
-                self._programs[shape] = Program(self.context, self.device, self._source, shape,
-                                                self.precise, self.fast_math)
+                self._programs[key] = Program(self.context, self.device, self._source, shape,
+                                              self.precise, self.fast_math, options)
             except cl.Error as error:
                 raise OpenCLUnavailable(
                     f"the OpenCL kernels in {self._folder} failed to build on "
                     f"{self.device.name.strip()!r}: {error}") from error
-        return self._programs[shape]
+        return self._programs[key]
 
     def _program_for(self, channels: int, kernel: str = "bspline_level") -> Program:
         """The program that runs ``kernel`` on images of ``channels`` channels."""
         shape = self.shapes[kernel]
         if self._gpu and channels % shape.vector_width:
             shape = shape._replace(vector_width=1)
-        return self._program(shape)
+        return self._program(shape, self._build_options[kernel])
 
     # -- profiling -------------------------------------------------------------------------
 
@@ -499,6 +509,7 @@ class Engine:
         single = len(tiles) == 1
         bound = None if single else divergence_bound(image)  # the whole image's
         out = np.empty_like(image)
+        touched = self._prefault(out) if single else None
         total = len(tiles) * plan.iterations
         with self._lock:
             try:
@@ -510,7 +521,7 @@ class Engine:
                     tile_origin = (origin[0] + tile.rows.start, origin[1] + tile.cols.start)
                     result = out if single else np.empty_like(src)
                     self._solve_tile(src, result, plan, tile_mask, tile_origin, full_width,
-                                     report, checkpoints, bound)
+                                     report, checkpoints, bound, touched)
                     if not single:
                         out[tile.rows, tile.cols][tile.core_rows, tile.core_cols] = \
                             result[tile.core_rows, tile.core_cols]
@@ -518,9 +529,27 @@ class Engine:
                 self.queue.finish()
         return out
 
+    def _prefault(self, out: np.ndarray) -> list[concurrent.futures.Future] | None:
+        """Touch every page of a new output array on host threads while the device works:
+        the page faults of a large allocation then cost nothing at the download (on a
+        device with its own memory; elsewhere the copy is direct)."""
+        if not self._staged or out.nbytes < self.PREFAULT_BYTES:
+            return None
+        if self._toucher is None:
+            self._toucher = concurrent.futures.ThreadPoolExecutor(4, "napari-diffuse-touch")
+        flat = out.reshape(-1).view(np.uint8)
+        bounds = np.linspace(0, flat.size, 5).astype(np.int64)
+
+        def touch(a: int, b: int) -> None:
+            flat[a:b:4096] = 0
+
+        return [self._toucher.submit(touch, a, b)
+                for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
     def _solve_tile(self, src, result, plan: Plan, mask, origin, full_width: int,
                     progress: Progress | None, checkpoints: Checkpoints | None,
-                    bound: float | None) -> None:
+                    bound: float | None,
+                    touched: list[concurrent.futures.Future] | None = None) -> None:
         shape = src.shape
         program = self._program_for(shape[2])
         image_buf = self._buffer("image0", src.nbytes)
@@ -534,6 +563,8 @@ class Engine:
                       progress, checkpoints)()
         self._finish_tile(program, src, image_buf, work, mask_buf, use_mask, shape, plan,
                           self._transfers)
+        for part in touched or ():
+            part.result()
         self._transfers.download(result, image_buf, record=self._recorder)
 
     def _finish_tile(self, program, src, image_buf, work, mask_buf, use_mask, shape,

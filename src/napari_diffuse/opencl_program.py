@@ -42,14 +42,14 @@ class KernelShape(NamedTuple):
 
 #: The B-spline's shape per device kind (the other per-pixel kernels share its program):
 #: 8 floats fill a CPU's AVX registers, 4 keep a GPU's loads 16 bytes wide, and on a GPU
-#: the vertical taps of 4 rows are read once. Measured on an H200 (2026-12-04).
-BSPLINE_SHAPE = {"GPU": KernelShape(4, 4, (64, 2)), "CPU": KernelShape(8, 1, (64, 4))}
+#: the vertical taps of 2 rows are read once (2 and 4 ran alike on an H200, 2026-12-04).
+BSPLINE_SHAPE = {"GPU": KernelShape(4, 2, (64, 2)), "CPU": KernelShape(8, 1, (64, 4))}
 #: The PDE's shape per device kind: on a GPU it is bound by its registers (two 3x3
 #: stencils per float), so one float per work item runs more work items at once.
-PDE_SHAPE = {"GPU": KernelShape(1, 1, (128, 2)), "CPU": KernelShape(8, 1, (64, 4))}
+PDE_SHAPE = {"GPU": KernelShape(1, 2, (64, 2)), "CPU": KernelShape(8, 1, (64, 4))}
 #: Cheaper reciprocals in the PDE (``native_rsqrt``, ``native_divide``) per device kind,
 #: unless arithmetic is precise; within darktable's tolerances, same at every shape.
-FAST_MATH = {"GPU": False, "CPU": False}
+FAST_MATH = {"GPU": True, "CPU": False}
 
 _lock = threading.Lock()
 _contexts: dict[int, cl.Context] = {}
@@ -96,8 +96,8 @@ class Program:
     work-group shapes and a pool of kernel objects (each holds its own arguments)."""
 
     def __init__(self, context, device, source: str, shape: KernelShape, precise: bool,
-                 fast_math: bool = False):
-        options = [f"-DVEC={shape.vector_width}", f"-DROWS={shape.rows}"]
+                 fast_math: bool = False, extra_options: tuple[str, ...] = ()):
+        options = [f"-DVEC={shape.vector_width}", f"-DROWS={shape.rows}", *extra_options]
         if precise:
             options.append("-DPRECISE")
             if device.single_fp_config & cl.device_fp_config.CORRECTLY_ROUNDED_DIVIDE_SQRT:
