@@ -371,10 +371,10 @@ def test_rows_per_item_is_checked(engine):
         opencl_solver.Engine(engine.device, rows=9)
 
 
-@pytest.mark.parametrize("staged", [False, True])
-def test_stack_streams_with_the_plane_results(engine, staged, monkeypatch):
+@pytest.mark.parametrize(("staged", "lanes"), [(False, 1), (True, 1), (False, 2), (True, 3)])
+def test_stack_streams_with_the_plane_results(engine, staged, lanes, monkeypatch):
     monkeypatch.setattr(opencl_transfer.Staging, "CHUNK", 4096)
-    streaming = opencl_solver.Engine(engine.device, staged=staged)
+    streaming = opencl_solver.Engine(engine.device, staged=staged, stack_lanes=lanes)
     plan = make_plan(DiffuseParams.from_preset("inpaint highlights").replace(iterations=3))
     planes = _image((5, 26, 31, 2), seed=11) * 2
     masks = [None, planes[1, ..., 0] > 1.5, None, planes[3, ..., 1] > 1.2, None]
@@ -384,12 +384,19 @@ def test_stack_streams_with_the_plane_results(engine, staged, monkeypatch):
     for p in range(5):
         np.testing.assert_array_equal(out[p], engine.solve(planes[p], plan, masks[p]))
     assert calls == [(i, 15) for i in range(1, 16)]
+    keep = make_plan(DiffuseParams.from_preset("inpaint highlights").replace(
+        iterations=2, keep_saturated=True))
+    assert keep.keep_saturated
+    kept = streaming.solve_planes(planes, keep, masks)
+    for p in range(5):
+        np.testing.assert_array_equal(kept[p], engine.solve(planes[p], keep, masks[p]))
     # the module function, on the shared engine
     np.testing.assert_array_equal(opencl_solver.solve_planes(planes[:2], plan, masks[:2]),
                                   out[:2])
 
 
-def test_stack_divergence_stops_the_stream(engine):
+@pytest.mark.parametrize("lanes", [1, 2])
+def test_stack_divergence_stops_the_stream(engine, lanes):
     from napari_diffuse.errors import DivergenceError
 
     plan = make_plan(DiffuseParams(
@@ -397,11 +404,12 @@ def test_stack_divergence_stops_the_stream(engine):
         anisotropy_third=10, anisotropy_fourth=-10, radius=64, iterations=50, sharpness=1,
         edge_threshold=-2))
     planes = _image((4, 48, 48, 1), seed=12)
+    streaming = opencl_solver.Engine(engine.device, stack_lanes=lanes)
     with pytest.raises(DivergenceError):
-        engine.solve_planes(planes, plan)
+        streaming.solve_planes(planes, plan)
     # the engine still works afterwards
     small = make_plan(DiffuseParams(iterations=2, radius=2, first=0.2))
-    np.testing.assert_array_equal(engine.solve_planes(planes, small)[1],
+    np.testing.assert_array_equal(streaming.solve_planes(planes, small)[1],
                                   engine.solve(planes[1], small))
 
 

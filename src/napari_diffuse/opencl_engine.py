@@ -60,17 +60,18 @@ _LARGEST_BUFFER = 4 * (2**31 - 1)  # the kernels index floats with 32-bit ints
 #: Work-groups and largest work-group size of the divergence check's reduction (``peak``):
 #: at most this many floats come back per check.
 _PEAK_GROUPS, _PEAK_LOCAL = 1024, 256
-#: Image buffers a stack run cycles through: one uploading, one computing, one downloading.
-_STACK_SLOTS = 3
+#: Planes of a stack computing at once, per device kind (see Engine.solve_planes).
+STACK_LANES = {"GPU": 2, "CPU": 1}
 
 Progress = Callable[[int, int], None]
 
 
-def device_bytes_per_pixel(plan: Plan, channels: int, images: int = 1) -> int:
+def device_bytes_per_pixel(plan: Plan, channels: int, images: int = 1,
+                           workspaces: int = 1) -> int:
     """Device bytes a run of ``plan`` holds per pixel: ``images`` image buffers (the
-    iteration runs in place), the two low-frequency and the ``scales`` high-frequency
-    buffers of :attr:`Plan.passes`, and one mask byte."""
-    return 4 * channels * (images + 2 + plan.scales) + 1
+    iteration runs in place) and, per workspace, the two low-frequency and the ``scales``
+    high-frequency buffers of :attr:`Plan.passes` and one mask byte."""
+    return 4 * channels * (images + workspaces * (2 + plan.scales)) + workspaces
 
 
 @dataclasses.dataclass
@@ -155,6 +156,9 @@ class Engine:
     build_options : dict, optional
         Extra compiler options per filtering kernel (``"bspline_level"``, ``"pde_step"``),
         for experiments such as a register cap.
+    stack_lanes : int, optional
+        Planes of a stack computing at once (:meth:`solve_planes`); default 2 on a GPU
+        (their kernels overlap the gaps between launches), 1 on a CPU.
 
     Raises
     ------
@@ -171,7 +175,8 @@ class Engine:
                  vector_width: int | None = None, rows: int | None = None,
                  pde: KernelShape | None = None, precise: bool | None = None,
                  fast_math: bool | None = None, staged: bool | None = None,
-                 profiling: bool = False, build_options: dict[str, tuple[str, ...]] | None = None):
+                 profiling: bool = False, build_options: dict[str, tuple[str, ...]] | None = None,
+                 stack_lanes: int | None = None):
         self.device = device
         kind = device_kind(device)
         bspline = BSPLINE_SHAPE[kind]
@@ -216,6 +221,12 @@ class Engine:
         self._stack_transfers: tuple[Transfers, Transfers] | None = None
         self._profile: Profile | None = None
         self._toucher: concurrent.futures.ThreadPoolExecutor | None = None
+        self._lanes = [self.queue]  # the queues of solve_planes' lanes; lane 0 is self.queue
+        self._lane_transfers = [self._transfers]  # copies ordered with each lane's kernels
+        self._suffix = ""  # the current lane's buffer names
+        self._alive: list = []  # host arrays a non-blocking copy still reads
+        #: Planes of a stack computing at once in :meth:`solve_planes`.
+        self.stack_lanes = STACK_LANES[kind] if stack_lanes is None else int(stack_lanes)
 
     def __repr__(self) -> str:
         return f"Engine({self.device.platform.name.strip()}: {self.device.name.strip()})"
@@ -284,18 +295,18 @@ class Engine:
 
     def _workspace(self, plan: Plan, nbytes: int) -> dict[str, cl.Buffer]:
         """The buffers of :attr:`Plan.passes` but the image: ``lf0``, ``lf1``, ``hf<s>``."""
-        names = ["lf0", "lf1", *(f"hf{s}" for s in range(plan.scales))]
-        return {name: self._buffer(name, nbytes) for name in names}
+        return self._lane_workspace(0, plan, nbytes)
 
     def _tiles(self, shape: tuple[int, int, int], overlap: int, plan: Plan | None,
-               images: int = 1) -> list[Tile] | None:
+               images: int = 1, workspaces: int = 1) -> list[Tile] | None:
         """Tiles that fit the device: ``plan``'s buffers (:func:`device_bytes_per_pixel`),
         or for ``plan=None`` the variance map's four."""
         height, width, channels = shape
 
         def fits(h: int, w: int) -> bool:
             nbytes = h * w * channels * 4
-            per_pixel = device_bytes_per_pixel(plan, channels, images) if plan is not None \
+            per_pixel = device_bytes_per_pixel(plan, channels, images, workspaces) \
+                if plan is not None \
                 else 4 * channels * 4 + 1
             return nbytes <= self.buffer_limit and h * w * per_pixel <= self.memory_limit
 
@@ -320,9 +331,11 @@ class Engine:
         luminance mask of ``image_buf`` built on the device, or none."""
         height, width, channels = shape
         source = mask_source(mask, plan)
-        buffer = self._buffer("mask", height * width if source else 1)
+        buffer = self._buffer("mask" + self._suffix, height * width if source else 1)
         if source == "caller":
-            cl.enqueue_copy(self.queue, buffer, np.ascontiguousarray(mask, dtype=np.uint8))
+            host = np.ascontiguousarray(mask, dtype=np.uint8)
+            self._alive.append(host)  # until the run's end: the copy does not block
+            cl.enqueue_copy(self.queue, buffer, host, is_blocking=False)
         elif source == "luminance":
             self._launch(program, "luminance_mask",
                          program.pixels_geometry("luminance_mask", height, width),
@@ -363,7 +376,7 @@ class Engine:
                                              self.device)
         local = 1 << (min(_PEAK_LOCAL, largest).bit_length() - 1)  # a power of two
         groups = max(1, min(_PEAK_GROUPS, -(-n // (local * 16))))
-        peaks_buf = self._buffer("peaks", 4 * _PEAK_GROUPS)
+        peaks_buf = self._buffer("peaks" + self._suffix, 4 * _PEAK_GROUPS)
         kernel.set_args(buffer, np.int32(n), peaks_buf, cl.LocalMemory(4 * local))
         cl.enqueue_nd_range_kernel(self.queue, kernel, (groups * local,), (local,))
         peaks = np.empty(groups, F32)
@@ -527,6 +540,7 @@ class Engine:
                             result[tile.core_rows, tile.core_cols]
             finally:
                 self.queue.finish()
+                self._alive.clear()
         return out
 
     def _prefault(self, out: np.ndarray) -> list[concurrent.futures.Future] | None:
@@ -581,9 +595,11 @@ class Engine:
                      progress: Progress | None = None) -> np.ndarray:
         """:meth:`solve` on every plane of a ``(N, H, W, C)`` stack; returns ``(N, H, W, C)``.
 
-        The planes stream through the device: while one computes, the next uploads and
-        the previous downloads, on their own queues and host threads, so the transfers
-        hide behind the kernels. ``masks`` holds one mask (or None) per plane;
+        The planes stream through the device: while planes compute, the next ones upload
+        and the finished ones download, on their own queues and host threads, so the
+        transfers hide behind the kernels. On a GPU, :attr:`stack_lanes` planes compute at
+        once on their own queues and workspaces, so one plane's kernels fill the gaps
+        between the other's launches. ``masks`` holds one mask (or None) per plane;
         ``progress(done, total)`` counts iterations over all planes. A stack whose planes
         need tiles runs plane by plane.
         """
@@ -597,7 +613,9 @@ class Engine:
             return None if progress is None else (
                 lambda done, _total: progress(p * plan.iterations + done, total))
 
-        tiles = self._tiles(shape, plan.full_reach, plan, images=_STACK_SLOTS)
+        lanes = max(1, min(self.stack_lanes, count))
+        slots = lanes + 2  # the planes computing, one uploading, one downloading
+        tiles = self._tiles(shape, plan.full_reach, plan, images=slots, workspaces=lanes)
         if count < 2 or tiles is None or len(tiles) > 1:
             out = np.empty(planes.shape, F32)
             for p in range(count):
@@ -608,10 +626,14 @@ class Engine:
             if self._stack_transfers is None:
                 self._stack_transfers = (Transfers(self.context, self._new_queue(), self._staged),
                                          Transfers(self.context, self._new_queue(), self._staged))
+            while len(self._lanes) < lanes:
+                queue = self._new_queue()
+                self._lanes.append(queue)
+                self._lane_transfers.append(Transfers(self.context, queue, self._staged))
             up, down = self._stack_transfers
             nbytes = 4 * int(np.prod(shape))
-            slots = [self._buffer(f"image{k}", nbytes) for k in range(_STACK_SLOTS)]
-            work = self._workspace(plan, nbytes)
+            images = [self._buffer(f"image{k}", nbytes) for k in range(slots)]
+            works = [self._lane_workspace(lane, plan, nbytes) for lane in range(lanes)]
             program = self._program_for(shape[2])
             record = self._recorder
             uploads: dict[int, concurrent.futures.Future] = {}
@@ -621,50 +643,65 @@ class Engine:
             contiguous = [None] * count
 
             def upload(p):
-                before = downloads.get(p - _STACK_SLOTS)
+                before = downloads.get(p - slots)
                 if before is not None:
                     before.result()  # the slot is free once its last plane is downloaded
                 contiguous[p] = np.ascontiguousarray(planes[p], dtype=F32)
-                return up.upload(slots[p % _STACK_SLOTS], contiguous[p], record=record)
+                return up.upload(images[p % slots], contiguous[p], record=record)
 
             def download(p, done):
-                down.download(out[p], slots[p % _STACK_SLOTS], wait_for=[done], record=record)
+                down.download(out[p], images[p % slots], wait_for=[done], record=record)
                 contiguous[p] = None
 
-            judged = None
+            judges: list = []
             try:
-                for p in range(min(_STACK_SLOTS - 1, count)):
+                for p in range(min(slots - 1, count)):
                     uploads[p] = pool_up.submit(upload, p)
                 for p in range(count):
-                    if p + _STACK_SLOTS - 1 < count:
-                        uploads[p + _STACK_SLOTS - 1] = pool_up.submit(
-                            upload, p + _STACK_SLOTS - 1)
-                    image_buf = slots[p % _STACK_SLOTS]
+                    if p + slots - 1 < count:
+                        uploads[p + slots - 1] = pool_up.submit(upload, p + slots - 1)
+                    # a slot's planes always take the same lane (slots is lanes + 2)
+                    lane = (p % slots) % lanes if slots % lanes == 0 else p % lanes
+                    self._use_lane(lane)
+                    image_buf = images[p % slots]
                     cl.enqueue_barrier(self.queue, wait_for=[uploads[p].result()])
                     bound = self._peak(program, image_buf, int(np.prod(shape)))
                     mask_buf, use_mask = self._start_tile(program, image_buf, shape, plan,
                                                           masks[p], (0, 0), shape[1])
-                    judge = self._iterate(program, image_buf, work, mask_buf, use_mask, shape,
-                                          plan, bound, report(p), None, slot=p % _STACK_SLOTS)
-                    self._finish_tile(program, contiguous[p], image_buf, work, mask_buf,
-                                      use_mask, shape, plan, self._transfers)
+                    judges.append(self._iterate(program, image_buf, works[lane], mask_buf,
+                                                use_mask, shape, plan, bound, report(p), None,
+                                                slot=(p % slots, lane)))
+                    self._finish_tile(program, contiguous[p], image_buf, works[lane], mask_buf,
+                                      use_mask, shape, plan, self._lane_transfers[lane])
                     done = cl.enqueue_marker(self.queue)
                     self.queue.flush()
-                    # judge the previous plane while this one keeps the device busy
-                    if judged is not None:
-                        judged()
-                    judged = judge
                     downloads[p] = pool_down.submit(download, p, done)
-                judged()
+                    # judge the plane that ran before on this lane: done, or nearly
+                    if len(judges) > lanes:
+                        judges.pop(0)()
+                while judges:
+                    judges.pop(0)()
                 for p in range(count):
                     downloads[p].result()
             finally:
+                self._use_lane(0)
                 pool_up.shutdown(wait=True, cancel_futures=True)
                 pool_down.shutdown(wait=True, cancel_futures=True)
-                self.queue.finish()
-                up.queue.finish()
-                down.queue.finish()
+                for queue in (*self._lanes, up.queue, down.queue):
+                    queue.finish()
+                self._alive.clear()
         return out
+
+    def _use_lane(self, lane: int) -> None:
+        """Make lane ``lane`` current: its queue becomes :attr:`queue` and its mask and peak
+        buffers the ones used (lane 0 is the engine's own queue)."""
+        self.queue = self._lanes[lane]
+        self._suffix = f":{lane}" if lane else ""
+
+    def _lane_workspace(self, lane: int, plan: Plan, nbytes: int) -> dict[str, cl.Buffer]:
+        names = ["lf0", "lf1", *(f"hf{s}" for s in range(plan.scales))]
+        suffix = f":{lane}" if lane else ""
+        return {name: self._buffer(name + suffix, nbytes) for name in names}
 
     def variance_map(self, image: np.ndarray, plan: Plan, mask: np.ndarray | None = None, *,
                      origin: tuple[int, int] = (0, 0),
@@ -707,4 +744,5 @@ class Engine:
                         result[tile.core_rows, tile.core_cols]
             finally:
                 self.queue.finish()
+                self._alive.clear()
         return out
