@@ -73,19 +73,13 @@ QUOTED_H200 = {"denoise: medium": (0.650, 0.326), "lens deblur: medium": (0.442,
 #: (Extra build options are NVIDIA's register cap; other devices refuse them: skipped.)
 _CAP = "-cl-nv-maxrregcount="
 BSPLINE_VARIANTS = [(KernelShape(4, 1, (64, 2)), ()), (KernelShape(4, 2, (64, 2)), ()),
-                    (KernelShape(4, 4, (64, 2)), ()), (KernelShape(4, 2, (64, 2)), (_CAP + "64",)),
-                    (KernelShape(4, 2, (64, 2)), (_CAP + "48",)),
-                    (KernelShape(4, 2, (64, 2)), (_CAP + "32",)),
-                    (KernelShape(4, 4, (64, 2)), (_CAP + "64",)), (KernelShape(4, 2, (128, 1)), ()),
-                    (KernelShape(4, 2, (32, 4)), ())]
+                    (KernelShape(8, 2, (32, 2)), ()), (KernelShape(8, 1, (32, 2)), ()),
+                    (KernelShape(4, 2, (64, 2)), (_CAP + "64",)), (KernelShape(2, 2, (128, 2)), ()),
+                    (KernelShape(4, 2, (64, 4)), ())]
 PDE_VARIANTS = [(KernelShape(4, 1, (64, 2)), False, ()), (KernelShape(1, 2, (64, 2)), True, ()),
-                (KernelShape(1, 2, (64, 2)), True, (_CAP + "64",)),
-                (KernelShape(1, 2, (64, 2)), True, (_CAP + "48",)),
-                (KernelShape(1, 2, (64, 2)), True, (_CAP + "32",)),
-                (KernelShape(4, 1, (64, 2)), True, (_CAP + "64",)),
-                (KernelShape(1, 4, (128, 2)), True, (_CAP + "64",)),
-                (KernelShape(1, 2, (128, 1)), True, ()), (KernelShape(1, 2, (32, 4)), True, ()),
-                (KernelShape(1, 2, (64, 2)), False, ())]
+                (KernelShape(2, 2, (64, 2)), True, ()), (KernelShape(2, 1, (64, 2)), True, ()),
+                (KernelShape(2, 2, (128, 1)), True, ()), (KernelShape(2, 4, (64, 2)), True, ()),
+                (KernelShape(1, 2, (64, 2)), True, (_CAP + "48",))]
 COPY_SOURCE = """
 kernel void copy4(global const float4 *src, global float4 *dst)
 {
@@ -198,12 +192,21 @@ def stack_run(device, engine: Engine, spec: str, repeat: int) -> dict:
                         if kind in ("bspline", "pde"))
     plane_host = statistics.median(_median_seconds(
         lambda: engine.solve(stack[0, ..., None], plan), repeat))
-    solver = _median_seconds(lambda: engine.solve_planes(stack[..., None], plan), repeat)
+    lanes = {}
+    for count_lanes in (1, 2):
+        engine.stack_lanes = count_lanes
+        lanes[count_lanes] = _median_seconds(
+            lambda: engine.solve_planes(stack[..., None], plan), repeat)
+        print(f"  solve_planes with {count_lanes} lane(s): median "
+              f"{statistics.median(lanes[count_lanes]):.3f} s", flush=True)
+    engine.stack_lanes = best = min(lanes, key=lambda k: statistics.median(lanes[k]))
+    solver = lanes[best]
     api = _median_seconds(lambda: diffuse(stack, preset="denoise: medium", backend="opencl"),
                           repeat)
     per_plane = statistics.median(solver) / count
     per_plane_api = statistics.median(api) / count
-    result = dict(shape=[count, height, width], plane_kernels_ms=plane_kernels * 1e3,
+    result = dict(shape=[count, height, width], lanes={k: v for k, v in lanes.items()},
+                  stack_lanes=best, plane_kernels_ms=plane_kernels * 1e3,
                   plane_host_to_host_ms=plane_host * 1e3, stack_solver_s=solver,
                   stack_api_s=api, per_plane_ms=per_plane * 1e3,
                   per_plane_api_ms=per_plane_api * 1e3,
@@ -212,7 +215,8 @@ def stack_run(device, engine: Engine, spec: str, repeat: int) -> dict:
     print(f"\nstack {count}x{height}x{width}x1, denoise: medium: one plane's device kernels "
           f"{plane_kernels * 1e3:.2f} ms (host->host {plane_host * 1e3:.2f} ms); stack "
           f"through solve_planes median {statistics.median(solver):.3f} s = "
-          f"{per_plane * 1e3:.2f} ms/plane ({100 * result['throughput_ratio']:.0f} % of the "
+          f"{per_plane * 1e3:.2f} ms/plane ({best} lanes; "
+          f"{100 * result['throughput_ratio']:.0f} % of the "
           f"device-kernel throughput); through diffuse() {statistics.median(api):.3f} s = "
           f"{per_plane_api * 1e3:.2f} ms/plane ({100 * result['throughput_ratio_api']:.0f} %)",
           flush=True)

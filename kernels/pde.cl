@@ -82,12 +82,12 @@ INLINE direction_t direction_of(const vec_t *p)
 
 /* One order's kernel * stencil. With U = cos2 Lh + sin2 Lv - cs D/2 and
  * V = sin2 Lh + cos2 Lv + cs D/2, the isophote kernel gives U + c2 V, the gradient
- * kernel V + c2 U, and the isotropic kernel (Oono & Puri) diag/4 + (Lh + Lv)/2 - centre. */
-INLINE vec_t derivative(int mode, float anisotropy, const differences_t s, const direction_t d)
+ * kernel V + c2 U, and the isotropic kernel (Oono & Puri) diag/4 + (Lh + Lv)/2 - centre;
+ * c2 = fast_exp(-|gradient| * anisotropy). */
+INLINE vec_t derivative(int mode, const vec_t c2, const differences_t s, const direction_t d)
 {
     if (mode == ISOTROPIC)
         return MAD(s.diagonal, 0.25f, (s.horizontal + s.vertical) * 0.5f) - s.centre;
-    const vec_t c2 = fast_exp(-d.magnitude * anisotropy);
     const vec_t cross = d.cossin * s.half_cross;
     const vec_t along = MAD(d.cos2, s.horizontal, d.sin2 * s.vertical) - cross;
     const vec_t across = MAD(d.sin2, s.horizontal, d.cos2 * s.vertical) + cross;
@@ -116,12 +116,20 @@ INLINE vec_t pde_value(const vec_t *L, const vec_t *H, float4 speed, int4 mode,
 
         vec_t acc = (vec_t)(0.0f);
         bool first = true;
+        vec_t c2[4];
         #pragma unroll
         for (int k = 0; k < 4; k++)
         {
             if (speeds[k] == 0.0f) continue;
-            const vec_t term = derivative(modes[k], anisotropies[k], stencil[k / 2],
-                                           direction[k % 2]);
+            /* orders k and k + 2 steer along the same gradient: one exponential when their
+             * anisotropies agree (the same value either way) */
+            if (modes[k] != ISOTROPIC)
+                c2[k] = (k >= 2 && speeds[k - 2] != 0.0f && modes[k - 2] != ISOTROPIC
+                         && anisotropies[k - 2] == anisotropies[k])
+                        ? c2[k - 2] : fast_exp(-direction[k % 2].magnitude * anisotropies[k]);
+            else
+                c2[k] = (vec_t)(0.0f);
+            const vec_t term = derivative(modes[k], c2[k], stencil[k / 2], direction[k % 2]);
             acc = first ? term * speeds[k] : MAD(term, speeds[k], acc);
             first = false;
         }

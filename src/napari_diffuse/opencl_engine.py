@@ -130,7 +130,7 @@ class Engine:
         to force tiling).
     vector_width, rows, local_size : optional
         How the filtering kernels are built and launched (:class:`~napari_diffuse.
-        opencl_program.KernelShape`): floats per work item (1, 4 or 8), rows per work
+        opencl_program.KernelShape`): floats per work item (1, 2, 4 or 8), rows per work
         item (1 to 8; rows sharing vertical taps read them once) and the work-group shape
         (packs of floats x blocks of rows). Given any of them, both the B-spline and the
         PDE use them (unless ``pde`` is given); default: each kernel's shape for the device
@@ -188,8 +188,8 @@ class Engine:
         for shape in (bspline, pde):
             if not 1 <= shape.rows <= 8:
                 raise ValueError(f"rows={shape.rows!r}: 1 to 8 rows per work item")
-            if shape.vector_width not in (1, 4, 8):
-                raise ValueError(f"vector_width={shape.vector_width!r}: 1, 4 or 8")
+            if shape.vector_width not in (1, 2, 4, 8):
+                raise ValueError(f"vector_width={shape.vector_width!r}: 1, 2, 4 or 8")
         #: The shapes of the filtering kernels; the other kernels use the B-spline's program.
         self.shapes = {"bspline_level": bspline, "pde_step": pde}
         self.vector_width, self.rows, self.local_size = bspline

@@ -35,7 +35,7 @@ _CORRECT_ROUNDING = "-cl-fp32-correctly-rounded-divide-sqrt"
 class KernelShape(NamedTuple):
     """How a filtering kernel is built and launched."""
 
-    vector_width: int  #: floats per work item (VEC in kernels/common.cl): 1, 4 or 8
+    vector_width: int  #: floats per work item (VEC in kernels/common.cl): 1, 2, 4 or 8
     rows: int  #: rows per work item (ROWS): rows sharing vertical taps read them once
     local_size: tuple[int, int]  #: work-group shape: packs of floats x blocks of rows
 
