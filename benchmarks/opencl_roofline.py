@@ -192,21 +192,21 @@ def stack_run(device, engine: Engine, spec: str, repeat: int) -> dict:
                         if kind in ("bspline", "pde"))
     plane_host = statistics.median(_median_seconds(
         lambda: engine.solve(stack[0, ..., None], plan), repeat))
-    lanes = {}
-    for count_lanes in (1, 2):
-        engine.stack_lanes = count_lanes
-        lanes[count_lanes] = _median_seconds(
+    batches = {}
+    for batch in (1, 4, 8):
+        engine.stack_batch = batch
+        batches[batch] = _median_seconds(
             lambda: engine.solve_planes(stack[..., None], plan), repeat)
-        print(f"  solve_planes with {count_lanes} lane(s): median "
-              f"{statistics.median(lanes[count_lanes]):.3f} s", flush=True)
-    engine.stack_lanes = best = min(lanes, key=lambda k: statistics.median(lanes[k]))
-    solver = lanes[best]
+        print(f"  solve_planes, {batch} plane(s) per launch: median "
+              f"{statistics.median(batches[batch]):.3f} s", flush=True)
+    engine.stack_batch = best = min(batches, key=lambda k: statistics.median(batches[k]))
+    solver = batches[best]
     api = _median_seconds(lambda: diffuse(stack, preset="denoise: medium", backend="opencl"),
                           repeat)
     per_plane = statistics.median(solver) / count
     per_plane_api = statistics.median(api) / count
-    result = dict(shape=[count, height, width], lanes={k: v for k, v in lanes.items()},
-                  stack_lanes=best, plane_kernels_ms=plane_kernels * 1e3,
+    result = dict(shape=[count, height, width], batches=batches, stack_batch=best,
+                  plane_kernels_ms=plane_kernels * 1e3,
                   plane_host_to_host_ms=plane_host * 1e3, stack_solver_s=solver,
                   stack_api_s=api, per_plane_ms=per_plane * 1e3,
                   per_plane_api_ms=per_plane_api * 1e3,
@@ -215,7 +215,7 @@ def stack_run(device, engine: Engine, spec: str, repeat: int) -> dict:
     print(f"\nstack {count}x{height}x{width}x1, denoise: medium: one plane's device kernels "
           f"{plane_kernels * 1e3:.2f} ms (host->host {plane_host * 1e3:.2f} ms); stack "
           f"through solve_planes median {statistics.median(solver):.3f} s = "
-          f"{per_plane * 1e3:.2f} ms/plane ({best} lanes; "
+          f"{per_plane * 1e3:.2f} ms/plane ({best} planes per launch; "
           f"{100 * result['throughput_ratio']:.0f} % of the "
           f"device-kernel throughput); through diffuse() {statistics.median(api):.3f} s = "
           f"{per_plane_api * 1e3:.2f} ms/plane ({100 * result['throughput_ratio_api']:.0f} %)",

@@ -59,8 +59,12 @@ INLINE void bspline_pack(global const float *src, global float *lf, global float
 
 kernel void bspline_level(global const float *src, global float *lf, global float *hf,
                           int width, int height, int channels, int mult, int classes,
-                          int aligned)
+                          int aligned, int plane_stride)
 {
+    const size_t start = plane_start(classes, plane_stride);
+    src += start;
+    lf += start;
+    hf += start;
     const int y0 = first_row(classes);
     const int p = get_global_id(0);
     if (y0 >= height || VEC * p >= width * channels) return;

@@ -77,15 +77,22 @@ typedef int ivec_t;
 #define ROWS 1
 #endif
 
-/* The first row of a filtering work item. Dimension 2 is the residue class of the row
- * modulo the stencils' dilation (`classes` = min(dilation, height) classes) and dimension 1
- * a block of ROWS consecutive ranks in that class, so the rows of a work item, and of a
- * work-group, are y0, y0 + dilation, ...: the rows their vertical taps share. When
- * `classes` < dilation each class holds one row, so a work item's later rows, y0 +
- * dilation and beyond, are past the image's end, as are rows past the last rank. */
+/* The first row of a filtering work item. Dimension 2 is the plane of a batch times
+ * `classes` plus the residue class of the row modulo the stencils' dilation (`classes` =
+ * min(dilation, height) classes), and dimension 1 a block of ROWS consecutive ranks in
+ * that class, so the rows of a work item, and of a work-group, are y0, y0 + dilation, ...:
+ * the rows their vertical taps share. When `classes` < dilation each class holds one row,
+ * so a work item's later rows, y0 + dilation and beyond, are past the image's end, as are
+ * rows past the last rank. */
 INLINE int first_row(int classes)
 {
-    return get_global_id(1) * ROWS * classes + get_global_id(2);
+    return get_global_id(1) * ROWS * classes + (int)(get_global_id(2) % classes);
+}
+
+/* The batch plane of a filtering work item (planes lie `stride` elements apart). */
+INLINE size_t plane_start(int classes, int stride)
+{
+    return (get_global_id(2) / classes) * (size_t)stride;
 }
 
 /* Where the VEC floats of a pack are: `first` is the offset of its first float in the

@@ -200,10 +200,15 @@ INLINE void pde_pack(global const float *hf, global const float *lf, global floa
 
 kernel void pde_step(global const float *hf, global const float *lf, global float *out,
                      global const uchar *mask, int use_mask, int width, int height,
-                     int channels, int mult, int classes, int aligned, float4 speed,
-                     int4 mode, float4 anisotropy, float strength, float regularization,
-                     float variance_threshold)
+                     int channels, int mult, int classes, int aligned, int plane_stride,
+                     int mask_stride, float4 speed, int4 mode, float4 anisotropy,
+                     float strength, float regularization, float variance_threshold)
 {
+    const size_t start = plane_start(classes, plane_stride);
+    hf += start;
+    lf += start;
+    out += start;
+    mask += plane_start(classes, mask_stride);
     const int y0 = first_row(classes);
     const int p = get_global_id(0);
     if (y0 >= height || VEC * p >= width * channels) return;

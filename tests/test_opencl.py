@@ -371,32 +371,38 @@ def test_rows_per_item_is_checked(engine):
         opencl_solver.Engine(engine.device, rows=9)
 
 
-@pytest.mark.parametrize(("staged", "lanes"), [(False, 1), (True, 1), (False, 2), (True, 3)])
-def test_stack_streams_with_the_plane_results(engine, staged, lanes, monkeypatch):
+@pytest.mark.parametrize(("staged", "batch"), [(False, 1), (True, 1), (False, 2), (True, 3)])
+def test_stack_streams_with_the_plane_results(engine, staged, batch, monkeypatch):
     monkeypatch.setattr(opencl_transfer.Staging, "CHUNK", 4096)
-    streaming = opencl_solver.Engine(engine.device, staged=staged, stack_lanes=lanes)
+    streaming = opencl_solver.Engine(engine.device, staged=staged, stack_batch=batch)
     plan = make_plan(DiffuseParams.from_preset("inpaint highlights").replace(iterations=3))
     planes = _image((5, 26, 31, 2), seed=11) * 2
-    masks = [None, planes[1, ..., 0] > 1.5, None, planes[3, ..., 1] > 1.2, None]
+    given = [planes[p, ..., p % 2] > 1.5 for p in range(5)]
+    mixed = [None, given[1], None, given[3], None]
+    for masks in (None, given, mixed):  # luminance masks, caller masks, one then the other
+        out = streaming.solve_planes(planes, plan, masks)
+        assert out.shape == planes.shape and out.dtype == np.float32
+        for p in range(5):
+            np.testing.assert_array_equal(
+                out[p], engine.solve(planes[p], plan, None if masks is None else masks[p]))
     calls = []
-    out = streaming.solve_planes(planes, plan, masks, progress=lambda *a: calls.append(a))
-    assert out.shape == planes.shape and out.dtype == np.float32
-    for p in range(5):
-        np.testing.assert_array_equal(out[p], engine.solve(planes[p], plan, masks[p]))
+    with_progress = streaming.solve_planes(planes, plan, given,
+                                           progress=lambda *a: calls.append(a))
     assert calls == [(i, 15) for i in range(1, 16)]
+    np.testing.assert_array_equal(with_progress[2], engine.solve(planes[2], plan, given[2]))
     keep = make_plan(DiffuseParams.from_preset("inpaint highlights").replace(
         iterations=2, keep_saturated=True))
     assert keep.keep_saturated
-    kept = streaming.solve_planes(planes, keep, masks)
+    kept = streaming.solve_planes(planes, keep, given)
     for p in range(5):
-        np.testing.assert_array_equal(kept[p], engine.solve(planes[p], keep, masks[p]))
+        np.testing.assert_array_equal(kept[p], engine.solve(planes[p], keep, given[p]))
     # the module function, on the shared engine
-    np.testing.assert_array_equal(opencl_solver.solve_planes(planes[:2], plan, masks[:2]),
-                                  out[:2])
+    np.testing.assert_array_equal(opencl_solver.solve_planes(planes[:2], keep, given[:2]),
+                                  kept[:2])
 
 
-@pytest.mark.parametrize("lanes", [1, 2])
-def test_stack_divergence_stops_the_stream(engine, lanes):
+@pytest.mark.parametrize("batch", [1, 3])
+def test_stack_divergence_stops_the_stream(engine, batch):
     from napari_diffuse.errors import DivergenceError
 
     plan = make_plan(DiffuseParams(
@@ -404,7 +410,7 @@ def test_stack_divergence_stops_the_stream(engine, lanes):
         anisotropy_third=10, anisotropy_fourth=-10, radius=64, iterations=50, sharpness=1,
         edge_threshold=-2))
     planes = _image((4, 48, 48, 1), seed=12)
-    streaming = opencl_solver.Engine(engine.device, stack_lanes=lanes)
+    streaming = opencl_solver.Engine(engine.device, stack_batch=batch)
     with pytest.raises(DivergenceError):
         streaming.solve_planes(planes, plan)
     # the engine still works afterwards

@@ -35,6 +35,7 @@ from .opencl_program import (
     Program,
     device_kind,
     read_source,
+    round_up,
     shared_context,
 )
 from .opencl_tiles import Tile, plan_tiles
@@ -60,8 +61,8 @@ _LARGEST_BUFFER = 4 * (2**31 - 1)  # the kernels index floats with 32-bit ints
 #: Work-groups and largest work-group size of the divergence check's reduction (``peak``):
 #: at most this many floats come back per check.
 _PEAK_GROUPS, _PEAK_LOCAL = 1024, 256
-#: Planes of a stack computing at once, per device kind (see Engine.solve_planes).
-STACK_LANES = {"GPU": 2, "CPU": 1}
+#: Planes of a stack per B-spline and PDE launch, per device kind (Engine.solve_planes).
+STACK_BATCH = {"GPU": 4, "CPU": 1}
 
 Progress = Callable[[int, int], None]
 
@@ -156,9 +157,9 @@ class Engine:
     build_options : dict, optional
         Extra compiler options per filtering kernel (``"bspline_level"``, ``"pde_step"``),
         for experiments such as a register cap.
-    stack_lanes : int, optional
-        Planes of a stack computing at once (:meth:`solve_planes`); default 2 on a GPU
-        (their kernels overlap the gaps between launches), 1 on a CPU.
+    stack_batch : int, optional
+        Planes of a stack that each B-spline and PDE launch runs (:meth:`solve_planes`);
+        default 4 on a GPU (fewer launches: fewer gaps between them), 1 on a CPU.
 
     Raises
     ------
@@ -176,7 +177,7 @@ class Engine:
                  pde: KernelShape | None = None, precise: bool | None = None,
                  fast_math: bool | None = None, staged: bool | None = None,
                  profiling: bool = False, build_options: dict[str, tuple[str, ...]] | None = None,
-                 stack_lanes: int | None = None):
+                 stack_batch: int | None = None):
         self.device = device
         kind = device_kind(device)
         bspline = BSPLINE_SHAPE[kind]
@@ -221,12 +222,9 @@ class Engine:
         self._stack_transfers: tuple[Transfers, Transfers] | None = None
         self._profile: Profile | None = None
         self._toucher: concurrent.futures.ThreadPoolExecutor | None = None
-        self._lanes = [self.queue]  # the queues of solve_planes' lanes; lane 0 is self.queue
-        self._lane_transfers = [self._transfers]  # copies ordered with each lane's kernels
-        self._suffix = ""  # the current lane's buffer names
         self._alive: list = []  # host arrays a non-blocking copy still reads
-        #: Planes of a stack computing at once in :meth:`solve_planes`.
-        self.stack_lanes = STACK_LANES[kind] if stack_lanes is None else int(stack_lanes)
+        #: Planes of a stack that each B-spline and PDE launch runs (:meth:`solve_planes`).
+        self.stack_batch = STACK_BATCH[kind] if stack_batch is None else int(stack_batch)
 
     def __repr__(self) -> str:
         return f"Engine({self.device.platform.name.strip()}: {self.device.name.strip()})"
@@ -293,9 +291,13 @@ class Engine:
                                                      max(nbytes, 1))
         return buffer
 
-    def _workspace(self, plan: Plan, nbytes: int) -> dict[str, cl.Buffer]:
+    @staticmethod
+    def _workspace_names(plan: Plan) -> list[str]:
         """The buffers of :attr:`Plan.passes` but the image: ``lf0``, ``lf1``, ``hf<s>``."""
-        return self._lane_workspace(0, plan, nbytes)
+        return ["lf0", "lf1", *(f"hf{s}" for s in range(plan.scales))]
+
+    def _workspace(self, plan: Plan, nbytes: int) -> dict[str, cl.Buffer]:
+        return {name: self._buffer(name, nbytes) for name in self._workspace_names(plan)}
 
     def _tiles(self, shape: tuple[int, int, int], overlap: int, plan: Plan | None,
                images: int = 1, workspaces: int = 1) -> list[Tile] | None:
@@ -325,13 +327,14 @@ class Engine:
         return event
 
     def _mask_buffer(self, program: Program, mask: np.ndarray | None, image_buf, shape,
-                     plan: Plan) -> tuple[cl.Buffer, int]:
+                     plan: Plan, target=None) -> tuple[cl.Buffer, int]:
         """Return ``(buffer, use_mask)`` for the kernels, as
         :func:`~napari_diffuse.plan.mask_source` says: ``mask`` uploaded, or darktable's
         luminance mask of ``image_buf`` built on the device, or none."""
         height, width, channels = shape
         source = mask_source(mask, plan)
-        buffer = self._buffer("mask" + self._suffix, height * width if source else 1)
+        buffer = target if target is not None else \
+            self._buffer("mask", height * width if source else 1)
         if source == "caller":
             host = np.ascontiguousarray(mask, dtype=np.uint8)
             self._alive.append(host)  # until the run's end: the copy does not block
@@ -344,10 +347,12 @@ class Engine:
         return buffer, int(source is not None)
 
     def _start_tile(self, program: Program, image_buf, shape, plan: Plan, mask, origin,
-                    full_width: int) -> tuple[cl.Buffer, int]:
-        """The tile prologue shared by every run, after the upload: the mask, then the
-        inpainting start where it applies. Returns ``(mask buffer, use_mask)``."""
-        mask_buf, use_mask = self._mask_buffer(program, mask, image_buf, shape, plan)
+                    full_width: int, mask_target=None) -> tuple[cl.Buffer, int]:
+        """The tile prologue shared by every run, after the upload: the mask (into
+        ``mask_target`` if given), then the inpainting start where it applies. Returns
+        ``(mask buffer, use_mask)``."""
+        mask_buf, use_mask = self._mask_buffer(program, mask, image_buf, shape, plan,
+                                               mask_target)
         if use_mask:
             height, width, channels = shape
             self._launch(program, "inpaint_noise",
@@ -376,7 +381,7 @@ class Engine:
                                              self.device)
         local = 1 << (min(_PEAK_LOCAL, largest).bit_length() - 1)  # a power of two
         groups = max(1, min(_PEAK_GROUPS, -(-n // (local * 16))))
-        peaks_buf = self._buffer("peaks" + self._suffix, 4 * _PEAK_GROUPS)
+        peaks_buf = self._buffer("peaks", 4 * _PEAK_GROUPS)
         kernel.set_args(buffer, np.int32(n), peaks_buf, cl.LocalMemory(4 * local))
         cl.enqueue_nd_range_kernel(self.queue, kernel, (groups * local,), (local,))
         peaks = np.empty(groups, F32)
@@ -399,14 +404,18 @@ class Engine:
         return _Bound(kernel, global_size, local, name.split("_")[0], key[0])
 
     def _iteration_kernels(self, program: Program, image_buf, work: dict, mask_buf,
-                           use_mask: int, shape, plan: Plan, slot: int = 0) -> list[_Bound]:
+                           use_mask: int, shape, plan: Plan, slot: int = 0,
+                           batch: tuple[int, int, int] = (1, 0, 0)) -> list[_Bound]:
         """One iteration's kernels, in place on ``image_buf`` (the schedule's input and
         output), with their arguments set.
 
         Every iteration reads and writes the same buffers, so the arguments are set once
         per tile: setting them costs more host time than enqueueing (about 0.1 ms a
-        kernel in pyopencl), which bounds small images and many iterations.
+        kernel in pyopencl), which bounds small images and many iterations. ``batch`` is
+        ``(planes, plane stride in floats, mask plane stride in bytes)``: each launch runs
+        that many planes of a stack at once.
         """
+        planes, plane_stride, mask_stride = batch
         buffers = {"input": image_buf, "output": image_buf, **work}
         pde = self._program_for(shape[2], "pde_step")
         modes = cltypes.make_int4(*plan.modes)
@@ -415,19 +424,22 @@ class Engine:
         for step in plan.passes:
             s = step.scale
             if step.kind == "bspline":
-                size, geometry = program.rows_geometry("bspline_level", *shape, 1 << s)
+                size, geometry = program.rows_geometry("bspline_level", *shape, 1 << s, planes,
+                                                       plane_stride)
                 (level,), (low, high) = step.reads, step.writes
                 kernels.append(self._bound(
                     program, "bspline_level", size,
                     (buffers[level], buffers[low], buffers[high], *geometry), (s, slot)))
             else:
                 scale = plan.steps[s]
-                size, geometry = pde.rows_geometry("pde_step", *shape, scale.mult)
+                size, geometry = pde.rows_geometry("pde_step", *shape, scale.mult, planes,
+                                                   plane_stride)
                 (high, current), (target,) = step.reads, step.writes
                 kernels.append(self._bound(
                     pde, "pde_step", size,
                     (buffers[high], buffers[current], buffers[target], mask_buf,
-                     np.int32(use_mask), *geometry, cltypes.make_float4(*scale.speeds), modes,
+                     np.int32(use_mask), *geometry, np.int32(mask_stride),
+                     cltypes.make_float4(*scale.speeds), modes,
                      anisotropy, F32(scale.strength), F32(scale.regularization_factor),
                      F32(plan.variance_threshold)), (s, slot)))
         return kernels
@@ -442,35 +454,43 @@ class Engine:
 
     def _iterate(self, program, image_buf, work, mask_buf, use_mask, shape, plan: Plan,
                  bound: _Peak | float, progress: Progress | None,
-                 checkpoints: Checkpoints | None, slot: int = 0) -> Callable[[], None]:
+                 checkpoints: Checkpoints | None, slot: int = 0,
+                 batch: tuple[int, int, int] = (1, 0, 0),
+                 views: Sequence | None = None,
+                 bounds: Sequence | None = None) -> Callable[[], None]:
         """Enqueue every iteration of ``plan`` on the uploaded, started ``image_buf``.
 
         The divergence checks read their peaks without blocking; the returned function
         waits for them and raises the first :class:`DivergenceError` (iterations after a
         failed check are wasted, never handed over). With ``progress`` or ``checkpoints``
-        the host waits for the device anyway, so each check is judged at once.
+        the host waits for the device anyway, so each check is judged at once. A batch
+        of planes (``views``: each plane's part of ``image_buf``, ``bounds``: their input
+        peaks) is checked plane by plane.
         """
         kernels = self._iteration_kernels(program, image_buf, work, mask_buf, use_mask, shape,
-                                          plan, slot)
+                                          plan, slot, batch)
+        views = [image_buf] if views is None else views
+        bounds = [bound] if bounds is None else bounds
         checks = checked_iterations(plan, checkpoints)
         eager = progress is not None or checkpoints is not None
-        pending: list[tuple[int, _Peak]] = []
+        pending: list[tuple[int, int, _Peak]] = []
         n = int(np.prod(shape))
 
         def judge() -> None:
-            limit = self._bound_of(bound)
+            limits = [self._bound_of(b) for b in bounds]
             while pending:
-                done, peak = pending.pop(0)
+                done, index, peak = pending.pop(0)
                 value = peak.value()
-                if not value <= limit:
+                if not value <= limits[index]:
                     pending.clear()
-                    raise divergence_error(plan, done, value, limit)
+                    raise divergence_error(plan, done, value, limits[index])
 
         previous = None
         for it in range(plan.iterations):
             last = self._iteration(kernels)
             if it + 1 in checks:
-                pending.append((it + 1, self._peak(program, image_buf, n)))
+                pending.extend((it + 1, index, self._peak(program, view, n))
+                               for index, view in enumerate(views))
                 if eager:
                     judge()
             if progress is not None:
@@ -575,33 +595,34 @@ class Engine:
                                               full_width)
         self._iterate(program, image_buf, work, mask_buf, use_mask, shape, plan, bound,
                       progress, checkpoints)()
-        self._finish_tile(program, src, image_buf, work, mask_buf, use_mask, shape, plan,
-                          self._transfers)
+        self._finish_tile(program, src, image_buf, work["hf0"], mask_buf, use_mask, shape,
+                          plan, self._transfers)
         for part in touched or ():
             part.result()
         self._transfers.download(result, image_buf, record=self._recorder)
 
-    def _finish_tile(self, program, src, image_buf, work, mask_buf, use_mask, shape,
+    def _finish_tile(self, program, src, image_buf, input_buf, mask_buf, use_mask, shape,
                      plan: Plan, transfers: Transfers) -> None:
         if plan.keep_saturated and use_mask:
             # the input was overwritten by the noise: upload it again into a wavelet buffer,
             # free after the last iteration (no extra device memory, no change to the tiling)
-            event = transfers.upload(work["hf0"], src, record=self._recorder)
+            event = transfers.upload(input_buf, src, record=self._recorder)
             cl.enqueue_barrier(self.queue, wait_for=[event])
-            self._keep_saturated(program, image_buf, work["hf0"], mask_buf, shape, plan)
+            self._keep_saturated(program, image_buf, input_buf, mask_buf, shape, plan)
 
     def solve_planes(self, planes: np.ndarray, plan: Plan,
                      masks: Sequence[np.ndarray | None] | None = None, *,
                      progress: Progress | None = None) -> np.ndarray:
         """:meth:`solve` on every plane of a ``(N, H, W, C)`` stack; returns ``(N, H, W, C)``.
 
-        The planes stream through the device: while planes compute, the next ones upload
-        and the finished ones download, on their own queues and host threads, so the
-        transfers hide behind the kernels. On a GPU, :attr:`stack_lanes` planes compute at
-        once on their own queues and workspaces, so one plane's kernels fill the gaps
-        between the other's launches. ``masks`` holds one mask (or None) per plane;
-        ``progress(done, total)`` counts iterations over all planes. A stack whose planes
-        need tiles runs plane by plane.
+        The planes stream through the device in batches of :attr:`stack_batch`: while a
+        batch computes, the next one uploads and the previous one downloads, on their own
+        queues and host threads, so the transfers hide behind the kernels. Each B-spline
+        and PDE launch runs the whole batch (fewer launches, fewer gaps between them);
+        the per-plane steps (mask, inpainting start, divergence checks) run plane by
+        plane on views of the batch. ``masks`` holds one mask (or None) per plane;
+        ``progress(done, total)`` counts iterations over all planes (batches of one plane
+        then). A stack whose planes need tiles runs plane by plane.
         """
         planes = np.asarray(planes)
         count = planes.shape[0]
@@ -613,95 +634,100 @@ class Engine:
             return None if progress is None else (
                 lambda done, _total: progress(p * plan.iterations + done, total))
 
-        lanes = max(1, min(self.stack_lanes, count))
-        slots = lanes + 2  # the planes computing, one uploading, one downloading
-        tiles = self._tiles(shape, plan.full_reach, plan, images=slots, workspaces=lanes)
+        mixed = len({m is None for m in masks}) > 1  # one mask policy per launch
+        batch = 1 if progress is not None or mixed else max(1, min(self.stack_batch, count))
+        align = max(1, self.device.mem_base_addr_align // 8)
+        nbytes = 4 * int(np.prod(shape))
+        stride = round_up(nbytes, align)  # bytes from one plane of a batch to the next
+        mask_bytes = shape[0] * shape[1]
+        mask_stride = round_up(mask_bytes, align)
+        tiles = self._tiles(shape, plan.full_reach, plan, images=3 * batch, workspaces=batch)
         if count < 2 or tiles is None or len(tiles) > 1:
             out = np.empty(planes.shape, F32)
             for p in range(count):
                 out[p] = self.solve(planes[p], plan, masks[p], progress=report(p))
             return out
         out = np.empty(planes.shape, F32)
+        groups = [range(b, min(b + batch, count)) for b in range(0, count, batch)]
         with self._lock:
             if self._stack_transfers is None:
                 self._stack_transfers = (Transfers(self.context, self._new_queue(), self._staged),
                                          Transfers(self.context, self._new_queue(), self._staged))
-            while len(self._lanes) < lanes:
-                queue = self._new_queue()
-                self._lanes.append(queue)
-                self._lane_transfers.append(Transfers(self.context, queue, self._staged))
             up, down = self._stack_transfers
-            nbytes = 4 * int(np.prod(shape))
-            images = [self._buffer(f"image{k}", nbytes) for k in range(slots)]
-            works = [self._lane_workspace(lane, plan, nbytes) for lane in range(lanes)]
+            slots = [self._buffer(f"image{k}", stride * batch) for k in range(3)]
+            work = {name: self._buffer(name, stride * batch)
+                    for name in self._workspace_names(plan)}
+            mask_all = self._buffer("mask", mask_stride * batch)
             program = self._program_for(shape[2])
+            views = [[slot.get_sub_region(i * stride, nbytes) for i in range(batch)]
+                     for slot in slots]
+            hf0 = [work["hf0"].get_sub_region(i * stride, nbytes) for i in range(batch)]
+            mask_views = [mask_all.get_sub_region(i * mask_stride, mask_bytes)
+                          for i in range(batch)]
             record = self._recorder
             uploads: dict[int, concurrent.futures.Future] = {}
             downloads: dict[int, concurrent.futures.Future] = {}
             pool_up = concurrent.futures.ThreadPoolExecutor(1, "napari-diffuse-upload")
             pool_down = concurrent.futures.ThreadPoolExecutor(1, "napari-diffuse-download")
-            contiguous = [None] * count
+            contiguous: dict[int, np.ndarray] = {}
 
-            def upload(p):
-                before = downloads.get(p - slots)
+            def upload(g):
+                before = downloads.get(g - 3)
                 if before is not None:
-                    before.result()  # the slot is free once its last plane is downloaded
-                contiguous[p] = np.ascontiguousarray(planes[p], dtype=F32)
-                return up.upload(images[p % slots], contiguous[p], record=record)
+                    before.result()  # the slot is free once its last batch is downloaded
+                events = []
+                for i, p in enumerate(groups[g]):
+                    contiguous[p] = np.ascontiguousarray(planes[p], dtype=F32)
+                    events.append(up.upload(views[g % 3][i], contiguous[p], record=record))
+                return events
 
-            def download(p, done):
-                down.download(out[p], images[p % slots], wait_for=[done], record=record)
-                contiguous[p] = None
+            def download(g, done):
+                for i, p in enumerate(groups[g]):
+                    down.download(out[p], views[g % 3][i], wait_for=[done], record=record)
+                    contiguous.pop(p, None)
 
             judges: list = []
+            n = int(np.prod(shape))
             try:
-                for p in range(min(slots - 1, count)):
-                    uploads[p] = pool_up.submit(upload, p)
-                for p in range(count):
-                    if p + slots - 1 < count:
-                        uploads[p + slots - 1] = pool_up.submit(upload, p + slots - 1)
-                    # a slot's planes always take the same lane (slots is lanes + 2)
-                    lane = (p % slots) % lanes if slots % lanes == 0 else p % lanes
-                    self._use_lane(lane)
-                    image_buf = images[p % slots]
-                    cl.enqueue_barrier(self.queue, wait_for=[uploads[p].result()])
-                    bound = self._peak(program, image_buf, int(np.prod(shape)))
-                    mask_buf, use_mask = self._start_tile(program, image_buf, shape, plan,
-                                                          masks[p], (0, 0), shape[1])
-                    judges.append(self._iterate(program, image_buf, works[lane], mask_buf,
-                                                use_mask, shape, plan, bound, report(p), None,
-                                                slot=(p % slots, lane)))
-                    self._finish_tile(program, contiguous[p], image_buf, works[lane], mask_buf,
-                                      use_mask, shape, plan, self._lane_transfers[lane])
+                for g in range(min(2, len(groups))):
+                    uploads[g] = pool_up.submit(upload, g)
+                for g, group in enumerate(groups):
+                    if g + 2 < len(groups):
+                        uploads[g + 2] = pool_up.submit(upload, g + 2)
+                    image_views = views[g % 3][:len(group)]
+                    cl.enqueue_barrier(self.queue, wait_for=uploads[g].result())
+                    bounds = [self._peak(program, view, n) for view in image_views]
+                    use_mask = 0
+                    for i, p in enumerate(group):
+                        _, use_mask = self._start_tile(program, image_views[i], shape, plan,
+                                                       masks[p], (0, 0), shape[1],
+                                                       mask_views[i])
+                    judges.append(self._iterate(
+                        program, slots[g % 3], work, mask_all, use_mask, shape, plan, 0.0,
+                        report(group[0]), None, slot=(g % 3, len(group)),
+                        batch=(len(group), stride // 4, mask_stride), views=image_views,
+                        bounds=bounds))
+                    for i, p in enumerate(group):
+                        self._finish_tile(program, contiguous[p], image_views[i], hf0[i],
+                                          mask_views[i], use_mask, shape, plan,
+                                          self._transfers)
                     done = cl.enqueue_marker(self.queue)
                     self.queue.flush()
-                    downloads[p] = pool_down.submit(download, p, done)
-                    # judge the plane that ran before on this lane: done, or nearly
-                    if len(judges) > lanes:
+                    downloads[g] = pool_down.submit(download, g, done)
+                    # judge the previous batch while this one keeps the device busy
+                    if len(judges) > 1:
                         judges.pop(0)()
                 while judges:
                     judges.pop(0)()
-                for p in range(count):
-                    downloads[p].result()
+                for g in range(len(groups)):
+                    downloads[g].result()
             finally:
-                self._use_lane(0)
                 pool_up.shutdown(wait=True, cancel_futures=True)
                 pool_down.shutdown(wait=True, cancel_futures=True)
-                for queue in (*self._lanes, up.queue, down.queue):
+                for queue in (self.queue, up.queue, down.queue):
                     queue.finish()
                 self._alive.clear()
         return out
-
-    def _use_lane(self, lane: int) -> None:
-        """Make lane ``lane`` current: its queue becomes :attr:`queue` and its mask and peak
-        buffers the ones used (lane 0 is the engine's own queue)."""
-        self.queue = self._lanes[lane]
-        self._suffix = f":{lane}" if lane else ""
-
-    def _lane_workspace(self, lane: int, plan: Plan, nbytes: int) -> dict[str, cl.Buffer]:
-        names = ["lf0", "lf1", *(f"hf{s}" for s in range(plan.scales))]
-        suffix = f":{lane}" if lane else ""
-        return {name: self._buffer(name + suffix, nbytes) for name in names}
 
     def variance_map(self, image: np.ndarray, plan: Plan, mask: np.ndarray | None = None, *,
                      origin: tuple[int, int] = (0, 0),

@@ -44,9 +44,10 @@ class KernelShape(NamedTuple):
 #: 8 floats fill a CPU's AVX registers, 4 keep a GPU's loads 16 bytes wide, and on a GPU
 #: the vertical taps of 2 rows are read once (2 and 4 ran alike on an H200, 2026-12-04).
 BSPLINE_SHAPE = {"GPU": KernelShape(4, 2, (64, 2)), "CPU": KernelShape(8, 1, (64, 4))}
-#: The PDE's shape per device kind: on a GPU it is bound by its registers (two 3x3
-#: stencils per float), so one float per work item runs more work items at once.
-PDE_SHAPE = {"GPU": KernelShape(1, 2, (64, 2)), "CPU": KernelShape(8, 1, (64, 4))}
+#: The PDE's shape per device kind: on a GPU it is bound by its arithmetic and registers
+#: (two 3x3 stencils per float), so 2 floats per work item (1 where the channel count is
+#: odd) and 4 rows sharing their stencil rows ran fastest on an H200 (2026-12-04).
+PDE_SHAPE = {"GPU": KernelShape(2, 4, (64, 2)), "CPU": KernelShape(8, 1, (64, 4))}
 #: Cheaper reciprocals in the PDE (``native_rsqrt``, ``native_divide``) per device kind,
 #: unless arithmetic is precise; within darktable's tolerances, same at every shape.
 FAST_MATH = {"GPU": True, "CPU": False}
@@ -133,24 +134,27 @@ class Program:
                 lx //= 2
         return lx, ly
 
-    def rows_geometry(self, name: str, height: int, width: int, channels: int, mult: int):
+    def rows_geometry(self, name: str, height: int, width: int, channels: int, mult: int,
+                      planes: int = 1, plane_stride: int = 0):
         """Global size and geometry arguments of a filtering kernel at dilation ``mult``:
-        packs of floats x blocks of :attr:`rows` ranks in the row's class x row class
-        (see kernels/common.cl)."""
+        packs of floats x blocks of :attr:`rows` ranks in the row's class x (batch plane,
+        row class), for ``planes`` planes ``plane_stride`` floats apart (see
+        kernels/common.cl)."""
         classes = min(mult, height)
         per_class = -(-height // classes)
         lx, ly = self.local[name]
         packs = -(-width * channels // self.vector_width)
-        size = (_round_up(packs, lx), _round_up(-(-per_class // self.rows), ly), classes)
+        size = (round_up(packs, lx), round_up(-(-per_class // self.rows), ly),
+                classes * planes)
         aligned = channels % self.vector_width == 0
         return size, (np.int32(width), np.int32(height), np.int32(channels), np.int32(mult),
-                      np.int32(classes), np.int32(aligned))
+                      np.int32(classes), np.int32(aligned), np.int32(plane_stride))
 
     def pixels_geometry(self, name: str, height: int, width: int) -> tuple[int, int]:
         """Global size of a kernel with one work item per pixel."""
         lx, ly = self.local[name]
-        return _round_up(width, lx), _round_up(height, ly)
+        return round_up(width, lx), round_up(height, ly)
 
 
-def _round_up(n: int, multiple: int) -> int:
+def round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
