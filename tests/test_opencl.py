@@ -460,3 +460,20 @@ def test_fast_math_stays_close_and_equal_across_shapes(engine):
     np.testing.assert_array_equal(out, fast[1].solve(image, plan))
     np.testing.assert_array_equal(fast[0].solve(image[..., :1], plan), out[..., :1])
     _close(out, numpy_solver.solve(image, plan))
+
+
+def test_gpu_odd_channel_counts_take_the_scalar_shapes(engine):
+    from napari_diffuse.opencl_program import SCALAR_SHAPE
+
+    plan = make_plan(DiffuseParams(**RANDOM_SETTINGS[0]))
+    image = _image((33, 41, 1), seed=15)
+    gpu_like = opencl_solver.Engine(engine.device, precise=False)
+    gpu_like._gpu = True  # as on a GPU: no unaligned vector loads
+    for name in ("bspline_level", "pde_step"):
+        assert gpu_like._program_for(1, name).shape == SCALAR_SHAPE[name]
+        assert gpu_like._program_for(8, name).shape == gpu_like.shapes[name]
+    explicit = opencl_solver.Engine(engine.device, vector_width=4, rows=3, precise=False)
+    explicit._gpu = True
+    assert explicit._program_for(3, "pde_step").shape == (1, 3, explicit.local_size)
+    scalar = opencl_solver.Engine(engine.device, vector_width=1, rows=1, precise=False)
+    np.testing.assert_array_equal(gpu_like.solve(image, plan), scalar.solve(image, plan))

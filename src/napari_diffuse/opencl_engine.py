@@ -31,6 +31,7 @@ from .opencl_program import (
     FAST_MATH,
     PDE_SHAPE,
     PRECISE,
+    SCALAR_SHAPE,
     KernelShape,
     Program,
     device_kind,
@@ -185,6 +186,7 @@ class Engine:
         bspline = KernelShape(vector_width if vector_width is not None else bspline.vector_width,
                               int(rows) if rows is not None else bspline.rows,
                               tuple(local_size) if local_size is not None else bspline.local_size)
+        pde_given = pde
         pde = KernelShape(*pde) if pde is not None else bspline if given else PDE_SHAPE[kind]
         for shape in (bspline, pde):
             if not 1 <= shape.rows <= 8:
@@ -193,6 +195,10 @@ class Engine:
                 raise ValueError(f"vector_width={shape.vector_width!r}: 1, 2, 4 or 8")
         #: The shapes of the filtering kernels; the other kernels use the B-spline's program.
         self.shapes = {"bspline_level": bspline, "pde_step": pde}
+        # on a GPU, for channel counts the vector width does not divide: one float per item
+        self._scalar_shapes = {name: SCALAR_SHAPE[name] if not given and pde_given is None
+                               else shape._replace(vector_width=1)
+                               for name, shape in self.shapes.items()}
         self.vector_width, self.rows, self.local_size = bspline
         # a CPU loads unaligned vectors at full speed; a GPU splits them into scalar loads
         self._gpu = kind == "GPU"
@@ -250,7 +256,7 @@ class Engine:
         """The program that runs ``kernel`` on images of ``channels`` channels."""
         shape = self.shapes[kernel]
         if self._gpu and channels % shape.vector_width:
-            shape = shape._replace(vector_width=1)
+            shape = self._scalar_shapes[kernel]
         return self._program(shape, self._build_options[kernel])
 
     # -- profiling -------------------------------------------------------------------------

@@ -48,6 +48,10 @@ BSPLINE_SHAPE = {"GPU": KernelShape(4, 2, (64, 2)), "CPU": KernelShape(8, 1, (64
 #: (two 3x3 stencils per float), so 2 floats per work item (1 where the channel count is
 #: odd) and 4 rows sharing their stencil rows ran fastest on an H200 (2026-12-04).
 PDE_SHAPE = {"GPU": KernelShape(2, 4, (64, 2)), "CPU": KernelShape(8, 1, (64, 4))}
+#: On a GPU, the shapes for images whose channel count the vector width does not divide
+#: (one float per work item; 1-channel planes ran fastest so on an H200, 2026-12-04).
+SCALAR_SHAPE = {"bspline_level": KernelShape(1, 2, (64, 2)),
+                "pde_step": KernelShape(1, 2, (64, 2))}
 #: Cheaper reciprocals in the PDE (``native_rsqrt``, ``native_divide``) per device kind,
 #: unless arithmetic is precise; within darktable's tolerances, same at every shape.
 FAST_MATH = {"GPU": True, "CPU": False}
