@@ -477,3 +477,23 @@ def test_gpu_odd_channel_counts_take_the_scalar_shapes(engine):
     assert explicit._program_for(3, "pde_step").shape == (1, 3, explicit.local_size)
     scalar = opencl_solver.Engine(engine.device, vector_width=1, rows=1, precise=False)
     np.testing.assert_array_equal(gpu_like.solve(image, plan), scalar.solve(image, plan))
+
+
+def test_stack_batch_shrinks_to_fit_the_device(engine, monkeypatch):
+    plan = make_plan(DiffuseParams(iterations=2, radius=2, first=0.2))
+    planes = _image((6, 20, 24, 2), seed=16)
+    streaming = opencl_solver.Engine(engine.device, stack_batch=4)
+    # room for a batch of 2 planes, not 4
+    streaming.memory_limit = 20 * 24 * opencl_solver.device_bytes_per_pixel(plan, 2, 6, 2)
+    batches = []
+    iterate = streaming._iterate
+
+    def recording(*args, **kwargs):
+        batches.append(kwargs["batch"][0])
+        return iterate(*args, **kwargs)
+
+    monkeypatch.setattr(streaming, "_iterate", recording)
+    out = streaming.solve_planes(planes, plan)
+    assert batches == [2, 2, 2]
+    for p in range(6):
+        np.testing.assert_array_equal(out[p], engine.solve(planes[p], plan))

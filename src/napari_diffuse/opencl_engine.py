@@ -63,7 +63,7 @@ _LARGEST_BUFFER = 4 * (2**31 - 1)  # the kernels index floats with 32-bit ints
 #: at most this many floats come back per check.
 _PEAK_GROUPS, _PEAK_LOCAL = 1024, 256
 #: Planes of a stack per B-spline and PDE launch, per device kind (Engine.solve_planes).
-STACK_BATCH = {"GPU": 4, "CPU": 1}
+STACK_BATCH = {"GPU": 8, "CPU": 1}
 
 Progress = Callable[[int, int], None]
 
@@ -160,7 +160,8 @@ class Engine:
         for experiments such as a register cap.
     stack_batch : int, optional
         Planes of a stack that each B-spline and PDE launch runs (:meth:`solve_planes`);
-        default 4 on a GPU (fewer launches: fewer gaps between them), 1 on a CPU.
+        default 8 on a GPU (fewer launches: fewer gaps between them; fewer when 8 do not
+        fit the device), 1 on a CPU.
 
     Raises
     ------
@@ -647,7 +648,12 @@ class Engine:
         stride = round_up(nbytes, align)  # bytes from one plane of a batch to the next
         mask_bytes = shape[0] * shape[1]
         mask_stride = round_up(mask_bytes, align)
-        tiles = self._tiles(shape, plan.full_reach, plan, images=3 * batch, workspaces=batch)
+        while True:  # the largest batch that fits the device in one piece
+            tiles = self._tiles(shape, plan.full_reach, plan, images=3 * batch,
+                                workspaces=batch)
+            if batch == 1 or (tiles is not None and len(tiles) == 1):
+                break
+            batch = max(1, batch // 2)
         if count < 2 or tiles is None or len(tiles) > 1:
             out = np.empty(planes.shape, F32)
             for p in range(count):
