@@ -5,8 +5,9 @@ one B-spline pass writing LF and HF and one PDE pass, as :attr:`Plan.passes` sch
 them), and the result is downloaded once. An image too large for the device is processed
 in overlapping tiles (:mod:`.opencl_tiles`) that give the whole-image result; when even
 that cannot fit, the NumPy solver runs it, with a warning. A stack of planes streams
-through the device (:meth:`Engine.solve_planes`): the next plane uploads and the previous
-one downloads, on their own queues and host threads, while the current one computes.
+through the device in batches (:meth:`Engine.solve_planes`): the next batch uploads and the
+previous one downloads, on their own queues and host threads, while the current one
+computes, each kernel launch running every plane of the batch.
 """
 
 from __future__ import annotations
