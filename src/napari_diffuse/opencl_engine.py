@@ -486,6 +486,7 @@ class Engine:
 
         def judge() -> None:
             limits = [self._bound_of(b) for b in bounds]
+            pending.sort(key=lambda entry: (entry[1], entry[0]))  # plane by plane, as in turn
             while pending:
                 done, index, peak = pending.pop(0)
                 value = peak.value()
