@@ -1,22 +1,46 @@
-"""The OpenCL solver's device time against the memory-bandwidth roofline.
+"""The OpenCL solver against the device's own memory bandwidth, in one command.
 
-For each preset, on a random ``HxWxC`` float32 image (default 6000x4000 RGBA):
+First the device's float4 copy bandwidth (a plain ``dst[i] = src[i]`` kernel over
+image-sized buffers, read + write, median of 10), then for each preset on a random
+``HxWxC`` float32 image (default 6000x4000 RGBA):
 
-- host array in -> host array out through the OpenCL solver (upload, every iteration,
+- host array in -> host array out through the solver (upload, every iteration,
   download), median of ``--repeat`` runs after a warm-up;
-- with OpenCL profiling events: device time per iteration, per scale and kernel, the
-  upload and the download, against the roofline ``bytes moved / bandwidth``. Each scale
-  moves 6 image-sized arrays: the B-spline pass reads its input and writes LF and HF, the
-  PDE pass reads HF and LF and writes its output.
+- device time per pass with OpenCL profiling events, each pass's bytes moved
+  (:attr:`napari_diffuse.plan.Pass.arrays_moved` image-sized arrays, plus the mask when
+  one is used) over its time, as a share of the measured copy bandwidth; the same for
+  the whole run; the upload and the download;
+- with ``--api``, the same image through ``napari_diffuse.diffuse`` (host array in, host
+  array out, whole planes).
 
 ``--variants`` first times 4 iterations of the first preset for several vector widths,
-arithmetic modes and work-group shapes (checking each against ``--reference``), and runs
-the presets with the fastest. ``--reference DIR`` checks parity with darktable's
+rows per work item and work-group shapes (checking each against ``--reference``), and
+runs the presets with the fastest. ``--stack NxHxW`` streams a single-channel stack of
+*denoise: medium* through the device and compares its throughput per pixel with one
+plane's device-kernel throughput. ``--reference DIR`` checks parity with darktable's
 reference vectors in DIR (``index.json`` + ``*.npz``).
+
+No figure measured on another device enters a ratio here. For reference, the side by
+side measured on the H200 on 2026-12-04 (issue 11; ``../shared/docs/environment-notes.md``),
+darktable's own kernels driven as darktable drives them against napari-diffuse 0.1.0's
+``diffuse()``, 6000x4000 RGBA, host to host, median of 3 (another run, another machine
+of the kind: compare with care):
+
+================================  =====================  ==========
+preset                            darktable's kernels    diffuse()
+================================  =====================  ==========
+denoise: medium                   0.650 s                0.326 s
+lens deblur: medium               0.442 s                0.237 s
+dehaze                            0.489 s                0.249 s
+bloom                             0.162 s                0.098 s
+sharpen demosaicing: AA filter    0.156 s                0.102 s
+local contrast: fast              0.174 s                0.108 s
+================================  =====================  ==========
 
 Example::
 
-    python benchmarks/opencl_roofline.py --size 6000x4000 --channels 4,1 --json out.json
+    python benchmarks/opencl_roofline.py --channels 4,1 --api --stack 64x2048x2048 \\
+        --json out.json
 """
 
 from __future__ import annotations
@@ -28,32 +52,64 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyopencl as cl
 
 from napari_diffuse import DiffuseParams
 from napari_diffuse.opencl_devices import select_device
-from napari_diffuse.opencl_solver import Engine
+from napari_diffuse.opencl_engine import Engine
+from napari_diffuse.opencl_program import KernelShape
 from napari_diffuse.plan import make_plan
 
 PRESETS = ["denoise: medium", "lens deblur: medium", "dehaze", "bloom",
            "sharpen demosaicing: AA filter", "local contrast: fast"]
-#: darktable's own OpenCL kernels on the H100, 6000x4000 RGBA, host to host, median of 3
-#: (../shared/docs/environment-notes.md), for comparison.
-DARKTABLE_H100_S = {"denoise: medium": 1.02, "lens deblur: medium": 0.76, "dehaze": 0.81,
-                    "bloom": 0.48, "sharpen demosaicing: AA filter": 0.41,
-                    "local contrast: fast": 0.45}
-#: Image-sized float32 arrays read or written per scale (B-spline 1 + 2, PDE 2 + 1).
-ARRAYS_PER_SCALE = 6
-#: (vector width, precise, work-group) compared by ``--variants``.
-VARIANTS = [(1, False, (64, 4)), (1, False, (128, 2)), (1, False, (256, 1)), (1, True, (64, 4)),
-            (4, False, (64, 4)), (4, False, (32, 4)), (4, False, (64, 2)), (4, False, (128, 1)),
-            (4, True, (64, 4)), (8, False, (32, 4))]
+#: The side-by-side table quoted above: darktable's kernels / napari-diffuse 0.1.0's
+#: diffuse(), seconds, H200, 2026-12-04. Printed as a reference, never divided by.
+QUOTED_H200 = {"denoise: medium": (0.650, 0.326), "lens deblur: medium": (0.442, 0.237),
+               "dehaze": (0.489, 0.249), "bloom": (0.162, 0.098),
+               "sharpen demosaicing: AA filter": (0.156, 0.102),
+               "local contrast: fast": (0.174, 0.108)}
+#: B-spline shapes and PDE shapes (with or without fast math) compared by ``--variants``,
+#: paired in turn: each variant times one of each, so the fastest of each kind is chosen.
+#: (Extra build options are NVIDIA's register cap; other devices refuse them: skipped.)
+_CAP = "-cl-nv-maxrregcount="
+BSPLINE_VARIANTS = [(KernelShape(4, 1, (64, 2)), ()), (KernelShape(4, 2, (64, 2)), ()),
+                    (KernelShape(8, 2, (32, 2)), ()), (KernelShape(8, 1, (32, 2)), ()),
+                    (KernelShape(4, 2, (64, 2)), (_CAP + "64",)), (KernelShape(2, 2, (128, 2)), ()),
+                    (KernelShape(4, 2, (64, 4)), ())]
+PDE_VARIANTS = [(KernelShape(4, 1, (64, 2)), False, ()), (KernelShape(1, 2, (64, 2)), True, ()),
+                (KernelShape(2, 2, (64, 2)), True, ()), (KernelShape(2, 1, (64, 2)), True, ()),
+                (KernelShape(2, 2, (128, 1)), True, ()), (KernelShape(2, 4, (64, 2)), True, ()),
+                (KernelShape(1, 2, (64, 2)), True, (_CAP + "48",))]
+COPY_SOURCE = """
+kernel void copy4(global const float4 *src, global float4 *dst)
+{
+    const size_t i = get_global_id(0);
+    dst[i] = src[i];
+}
+"""
 
 
-def _seconds(event) -> float:
-    """A profiled event's device time, or seconds the solver measured on the host."""
-    if isinstance(event, float):
-        return event
-    return (event.profile.end - event.profile.start) * 1e-9
+def copy_bandwidth(context, device, nbytes: int, repeat: int = 10) -> float:
+    """Bytes per second of a float4 copy kernel (read + write), median of ``repeat``."""
+    nbytes = max(1 << 26, nbytes // 16 * 16)
+    queue = cl.CommandQueue(context, device,
+                            properties=cl.command_queue_properties.PROFILING_ENABLE)
+    program = cl.Program(context, COPY_SOURCE).build()
+    kernel = cl.Kernel(program, "copy4")
+    src = cl.Buffer(context, cl.mem_flags.READ_WRITE, nbytes)
+    dst = cl.Buffer(context, cl.mem_flags.READ_WRITE, nbytes)
+    cl.enqueue_fill_buffer(queue, src, np.float32(1), 0, nbytes)
+    kernel.set_args(src, dst)
+    local = min(256, device.max_work_group_size)
+    items = nbytes // 16 // local * local
+    times = []
+    for _ in range(repeat + 1):
+        event = cl.enqueue_nd_range_kernel(queue, kernel, (items,), (local,))
+        event.wait()
+        times.append((event.profile.end - event.profile.start) * 1e-9)
+    src.release()
+    dst.release()
+    return 2 * items * 16 / statistics.median(times[1:])
 
 
 def check_reference(engine: Engine, folder: Path, verbose: bool = True) -> list[dict]:
@@ -78,130 +134,217 @@ def check_reference(engine: Engine, folder: Path, verbose: bool = True) -> list[
 
 
 def device_profile(engine: Engine, image: np.ndarray, plan, bandwidth: float) -> dict:
-    """Device time of one run, split by kernel kind and scale, with the roofline."""
-    events: list = []
-    engine.solve(image, plan, events=events)
-    per: dict = {}
-    for (kind, scale), event in events:
-        per[(kind, scale)] = per.get((kind, scale), 0.0) + _seconds(event)
+    """Device time of one run per pass, each against the copy bandwidth."""
+    with engine.profile() as profile:
+        engine.solve(image, plan)
+    seconds = profile.seconds()
     image_bytes = image.nbytes
-    scales = []
-    for s in range(plan.scales):
-        bspline = per[("bspline", s)] / plan.iterations
-        pde = per[("pde", s)] / plan.iterations
-        roofline = ARRAYS_PER_SCALE * image_bytes / bandwidth
-        scales.append(dict(scale=s, bspline_ms=bspline * 1e3, pde_ms=pde * 1e3,
-                           roofline_ms=roofline * 1e3,
-                           efficiency=roofline / (bspline + pde)))
-    kernels = sum(v for (kind, _), v in per.items() if kind in ("bspline", "pde"))
-    roofline_run = plan.iterations * plan.scales * ARRAYS_PER_SCALE * image_bytes / bandwidth
-    return dict(upload_ms=per[("upload", -1)] * 1e3, download_ms=per[("download", -1)] * 1e3,
+    passes = []
+    moved_run = kernels = 0.0
+    for step in plan.passes:
+        t = seconds[(step.kind, step.scale)] / plan.iterations
+        moved = step.arrays_moved * image_bytes
+        if step.kind == "pde" and plan.luminance_threshold > 0:
+            moved += image.shape[0] * image.shape[1]  # the mask
+        passes.append(dict(kind=step.kind, scale=step.scale, ms=t * 1e3,
+                           bytes=moved, bandwidth=moved / t, efficiency=moved / t / bandwidth))
+        moved_run += moved * plan.iterations
+        kernels += t * plan.iterations
+    return dict(upload_ms=seconds[("upload", -1)] * 1e3,
+                download_ms=seconds[("download", -1)] * 1e3,
                 kernels_ms=kernels * 1e3, per_iteration_ms=kernels / plan.iterations * 1e3,
-                roofline_ms=roofline_run * 1e3, efficiency=roofline_run / kernels,
-                per_scale=scales)
+                roofline_ms=moved_run / bandwidth * 1e3,
+                efficiency=moved_run / kernels / bandwidth, passes=passes,
+                worst_pass=min(p["efficiency"] for p in passes))
 
 
-def host_to_host(engine: Engine, image: np.ndarray, plan, repeat: int) -> list[float]:
-    """Wall seconds of ``repeat`` host-array-to-host-array runs, after a warm-up."""
-    engine.solve(image, plan)
+def _median_seconds(run, repeat: int) -> list[float]:
+    run()  # warm-up
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
-        engine.solve(image, plan)
+        run()
         times.append(time.perf_counter() - start)
     return times
 
 
-def time_api(preset: str, height: int, width: int, repeat: int) -> dict:
-    """Wall seconds of napari_diffuse.diffuse on an RGBA image, whole planes, OpenCL."""
+def time_api(preset: str, image: np.ndarray, repeat: int) -> list[float]:
+    """Wall seconds of napari_diffuse.diffuse, host array in and out, whole planes."""
     from napari_diffuse import diffuse
 
-    image = np.random.default_rng(1).random((height, width, 4), dtype=np.float32)
-    diffuse(image, preset=preset, channel_axis=-1, backend="opencl", exact=True)
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        diffuse(image, preset=preset, channel_axis=-1, backend="opencl", exact=True)
-        times.append(time.perf_counter() - start)
-    print(f"api diffuse({preset!r}, backend='opencl'): median {statistics.median(times):.3f} s "
-          f"{['%.3f' % t for t in times]}", flush=True)
-    return dict(preset=preset, times_s=times, median_s=statistics.median(times))
+    return _median_seconds(lambda: diffuse(image, preset=preset, channel_axis=-1,
+                                           backend="opencl", exact=True), repeat)
+
+
+def stack_run(device, engine: Engine, spec: str, repeat: int) -> dict:
+    """A single-channel ``NxHxW`` stack of *denoise: medium*: one plane's device-kernel
+    time against the stack's wall time per plane (solver, then diffuse())."""
+    from napari_diffuse import diffuse
+
+    count, height, width = (int(v) for v in spec.lower().split("x"))
+    plan = make_plan(DiffuseParams.from_preset("denoise: medium"))
+    stack = np.random.default_rng(2).random((count, height, width), dtype=np.float32)
+    profiled = Engine(device, profiling=True)
+    profiled.solve(stack[0, ..., None], plan)
+    with profiled.profile() as profile:
+        profiled.solve(stack[0, ..., None], plan)
+    plane_kernels = sum(v for (kind, _), v in profile.seconds().items()
+                        if kind in ("bspline", "pde"))
+    plane_host = statistics.median(_median_seconds(
+        lambda: engine.solve(stack[0, ..., None], plan), repeat))
+    batches = {}
+    for batch in (1, 4, 8):
+        engine.stack_batch = batch
+        batches[batch] = _median_seconds(
+            lambda: engine.solve_planes(stack[..., None], plan), repeat)
+        print(f"  solve_planes, {batch} plane(s) per launch: median "
+              f"{statistics.median(batches[batch]):.3f} s", flush=True)
+    engine.stack_batch = best = min(batches, key=lambda k: statistics.median(batches[k]))
+    solver = batches[best]
+    api = _median_seconds(lambda: diffuse(stack, preset="denoise: medium", backend="opencl"),
+                          repeat)
+    per_plane = statistics.median(solver) / count
+    per_plane_api = statistics.median(api) / count
+    result = dict(shape=[count, height, width], batches=batches, stack_batch=best,
+                  plane_kernels_ms=plane_kernels * 1e3,
+                  plane_host_to_host_ms=plane_host * 1e3, stack_solver_s=solver,
+                  stack_api_s=api, per_plane_ms=per_plane * 1e3,
+                  per_plane_api_ms=per_plane_api * 1e3,
+                  throughput_ratio=plane_kernels / per_plane,
+                  throughput_ratio_api=plane_kernels / per_plane_api)
+    print(f"\nstack {count}x{height}x{width}x1, denoise: medium: one plane's device kernels "
+          f"{plane_kernels * 1e3:.2f} ms (host->host {plane_host * 1e3:.2f} ms); stack "
+          f"through solve_planes median {statistics.median(solver):.3f} s = "
+          f"{per_plane * 1e3:.2f} ms/plane ({best} planes per launch; "
+          f"{100 * result['throughput_ratio']:.0f} % of the "
+          f"device-kernel throughput); through diffuse() {statistics.median(api):.3f} s = "
+          f"{per_plane_api * 1e3:.2f} ms/plane ({100 * result['throughput_ratio_api']:.0f} %)",
+          flush=True)
+    return result
+
+
+def run_variants(device, presets, height, width, bandwidth, reference, results) -> Engine | None:
+    """Time 4 iterations of the first preset per variant; return an engine with the
+    fastest B-spline shape and the fastest PDE shape (and its arithmetic) within the
+    reference tolerances."""
+    image = np.random.default_rng(0).random((height, width, 4), dtype=np.float32)
+    plan = make_plan(DiffuseParams.from_preset(presets[0]).replace(iterations=4))
+    results["variants"] = []
+    print(f"variants ({presets[0]}, 4 iterations, device ms per iteration):")
+    best = {}
+    count = max(len(BSPLINE_VARIANTS), len(PDE_VARIANTS))
+    for k in range(count):
+        bspline, bspline_options = BSPLINE_VARIANTS[k % len(BSPLINE_VARIANTS)]
+        pde, fast, pde_options = PDE_VARIANTS[k % len(PDE_VARIANTS)]
+        options = {"bspline_level": bspline_options, "pde_step": pde_options}
+        label = (f"bspline {tuple(bspline)} {' '.join(bspline_options)}, pde {tuple(pde)} "
+                 f"{' '.join(pde_options)}{' fast math' if fast else ''}")
+        try:
+            variant = Engine(device, vector_width=bspline.vector_width, rows=bspline.rows,
+                             local_size=bspline.local_size, pde=pde, fast_math=fast,
+                             profiling=True, build_options=options)
+            device_profile(variant, image, plan, bandwidth)  # warm-up
+            profile = min((device_profile(variant, image, plan, bandwidth) for _ in range(2)),
+                          key=lambda p: p["per_iteration_ms"])
+        except Exception as error:  # a shape the device refuses: report, go on
+            print(f"  {label}: {type(error).__name__}: {error}", flush=True)
+            continue
+        worst = None
+        if reference is not None:
+            worst = max(max(r["max_abs"] / r["tolerance"]["max_abs"],
+                            r["mean_abs"] / r["tolerance"]["mean_abs"])
+                        for r in check_reference(variant, reference, verbose=False))
+        times = {kind: sum(p["ms"] for p in profile["passes"] if p["kind"] == kind)
+                 for kind in ("bspline", "pde")}
+        worst_pass = {kind: min(p["efficiency"] for p in profile["passes"] if p["kind"] == kind)
+                      for kind in ("bspline", "pde")}
+        row = dict(bspline=list(bspline), pde=list(pde), fast_math=fast, build_options=options,
+                   per_iteration_ms=profile["per_iteration_ms"], bspline_ms=times["bspline"],
+                   pde_ms=times["pde"], efficiency=profile["efficiency"],
+                   worst_bspline_pass=worst_pass["bspline"], worst_pde_pass=worst_pass["pde"],
+                   worst_tolerance_ratio=worst)
+        results["variants"].append(row)
+        print(f"  {label}: {row['per_iteration_ms']:.2f} ms (bspline {times['bspline']:.2f} ms, "
+              f"worst pass {100 * worst_pass['bspline']:.0f} %; pde {times['pde']:.2f} ms, worst "
+              f"pass {100 * worst_pass['pde']:.0f} %; worst/tolerance {worst})", flush=True)
+        if worst is None or worst <= 1.0:
+            if "bspline" not in best or times["bspline"] < best["bspline"][0]:
+                best["bspline"] = (times["bspline"], bspline, bspline_options)
+            if "pde" not in best or times["pde"] < best["pde"][0]:
+                best["pde"] = (times["pde"], pde, fast, pde_options)
+    if len(best) < 2:
+        return None
+    (_, bspline, bspline_options), (_, pde, fast, pde_options) = best["bspline"], best["pde"]
+    return Engine(device, vector_width=bspline.vector_width, rows=bspline.rows,
+                  local_size=bspline.local_size, pde=pde, fast_math=fast, profiling=True,
+                  build_options={"bspline_level": bspline_options, "pde_step": pde_options})
+
+
+def print_build_log(engine: Engine) -> None:
+    """The compiler's log for each filtering kernel's program, built again verbosely."""
+    from napari_diffuse.opencl_program import Program
+
+    verbose = ("-cl-nv-verbose",) if "NVIDIA" in engine.device.platform.name else ()
+    for name, shape in engine.shapes.items():
+        try:
+            program = Program(engine.context, engine.device, engine._source, shape,
+                              engine.precise, engine.fast_math,
+                              (*engine._build_options[name], *verbose))
+            log = program._program.get_build_info(engine.device, cl.program_build_info.LOG)
+        except cl.Error as error:
+            log = f"{type(error).__name__}: {error}"
+        lines = [line for line in log.splitlines() if name in line or "registers" in line
+                 or "spill" in line or "stack" in line.lower()]
+        print(f"build log, {name} {tuple(shape)}:")
+        print("\n".join("  " + line for line in (lines or log.splitlines()[:20])))
 
 
 def main(argv=None) -> dict:
-    """Run the benchmark; print a table and return (and optionally save) the figures."""
+    """Run the benchmark; print the tables and return (and optionally save) the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="6000x4000", help="WIDTHxHEIGHT")
     parser.add_argument("--channels", default="4", help="comma-separated channel counts")
     parser.add_argument("--presets", default=",".join(PRESETS), help="comma-separated")
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--bandwidth", type=float, default=3.0e12, help="bytes/s of the roofline")
     parser.add_argument("--device", default=None, help="index or part of the name")
     parser.add_argument("--variants", action="store_true",
-                        help="first compare work-group shapes and vector widths")
+                        help="first compare vector widths, rows per item, work-group shapes")
     parser.add_argument("--reference", type=Path, default=None,
                         help="folder of darktable reference vectors to check first")
     parser.add_argument("--api", action="store_true",
-                        help="also time napari_diffuse.diffuse(..., backend='opencl') for the "
-                             "first preset (host array in, host array out, through the API)")
+                        help="also time napari_diffuse.diffuse(..., backend='opencl') per "
+                             "preset (host array in, host array out)")
+    parser.add_argument("--stack", default=None, metavar="NxHxW",
+                        help="also stream a single-channel stack of denoise: medium")
+    parser.add_argument("--details", action="store_true", help="print every pass")
+    parser.add_argument("--build-log", action="store_true",
+                        help="print the compiler's report on the filtering kernels (NVIDIA: "
+                             "registers and spills, through -cl-nv-verbose)")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     args = parser.parse_args(argv)
 
     width, height = (int(v) for v in args.size.lower().split("x"))
     device = select_device(args.device)
-    rng = np.random.default_rng(0)
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
-    results: dict = dict(device=f"{device.platform.name.strip()}: {device.name.strip()}",
-                         size=[height, width], bandwidth=args.bandwidth)
-    print(f"device: {results['device']}", flush=True)
     engine = Engine(device, profiling=True)
+    bandwidth = copy_bandwidth(engine.context, device, height * width * 16)
+    results: dict = dict(device=f"{device.platform.name.strip()}: {device.name.strip()}",
+                         size=[height, width], copy_bandwidth=bandwidth)
+    print(f"device: {results['device']}")
+    print(f"float4 copy kernel: {bandwidth / 1e12:.3f} TB/s (read + write), the roofline "
+          "below", flush=True)
     if args.variants:
-        image = rng.random((height, width, 4), dtype=np.float32)
-        plan = make_plan(DiffuseParams.from_preset(presets[0]).replace(iterations=4))
-        results["variants"] = []
-        print(f"variants ({presets[0]}, device ms per iteration):")
-        fastest = None
-        for vector_width, precise, local_size in VARIANTS:
-            try:
-                variant = Engine(device, vector_width=vector_width, local_size=local_size,
-                                 precise=precise, profiling=True)
-                device_profile(variant, image, plan, args.bandwidth)  # warm-up
-                profile = min((device_profile(variant, image, plan, args.bandwidth)
-                               for _ in range(2)), key=lambda p: p["per_iteration_ms"])
-            except Exception as error:  # a shape the device refuses: report, go on
-                print(f"  vector {vector_width} precise {precise} work-group {local_size}: "
-                      f"{type(error).__name__}: {error}", flush=True)
-                continue
-            worst = None
-            if args.reference is not None:
-                worst = max(max(r["max_abs"] / r["tolerance"]["max_abs"],
-                                r["mean_abs"] / r["tolerance"]["mean_abs"])
-                            for r in check_reference(variant, args.reference, verbose=False))
-            bspline = sum(s["bspline_ms"] for s in profile["per_scale"])
-            pde = sum(s["pde_ms"] for s in profile["per_scale"])
-            row = dict(vector_width=vector_width, precise=precise, local_size=list(local_size),
-                       fitted_local_size={k: list(v) for k, v in
-                                          variant._program(vector_width).local.items()},
-                       per_iteration_ms=profile["per_iteration_ms"], bspline_ms=bspline,
-                       pde_ms=pde, efficiency=profile["efficiency"],
-                       worst_tolerance_ratio=worst)
-            results["variants"].append(row)
-            print(f"  vector {vector_width} precise {precise!s:5} work-group {local_size}: "
-                  f"{row['per_iteration_ms']:.2f} ms (bspline {bspline:.2f}, pde {pde:.2f}; "
-                  f"{100 * row['efficiency']:.0f} % of roofline; worst/tolerance {worst})",
-                  flush=True)
-            if (worst is None or worst <= 1.0) and (
-                    fastest is None or row["per_iteration_ms"] < fastest[0]):
-                fastest = (row["per_iteration_ms"], vector_width, precise, local_size)
-            del variant
-        if fastest is not None:
-            _, vector_width, precise, local_size = fastest
-            engine = Engine(device, vector_width=vector_width, local_size=local_size,
-                            precise=precise, profiling=True)
-    results.update(vector_width=engine.vector_width, precise=engine.precise,
-                   local_size=list(engine.local_size))
-    print(f"engine: vector width {engine.vector_width}, precise {engine.precise}, "
-          f"work-group {engine.local_size}", flush=True)
+        fastest = run_variants(device, presets, height, width, bandwidth, args.reference,
+                               results)
+        engine = fastest or engine
+    results.update(shapes={k: list(v) for k, v in engine.shapes.items()},
+                   precise=engine.precise, fast_math=engine.fast_math,
+                   build_options=engine._build_options)
+    if args.build_log:
+        print_build_log(engine)
+    print(f"engine: B-spline {tuple(engine.shapes['bspline_level'])}, PDE "
+          f"{tuple(engine.shapes['pde_step'])} (vector width, rows per item, work-group), "
+          f"precise {engine.precise}, fast math {engine.fast_math}", flush=True)
     if args.reference is not None:
         print("reference parity:")
         results["reference"] = check_reference(engine, args.reference)
@@ -209,31 +352,45 @@ def main(argv=None) -> dict:
               "within tolerance", flush=True)
 
     results["runs"] = []
+    rng = np.random.default_rng(0)
+    header = (f"\n{'preset':32s} {'C':>1s} {'it x sc':>7s} | {'host->host':>10s} | "
+              f"{'device kernels':>14s} | {'of copy bw':>10s} | {'worst pass':>10s} | "
+              f"{'upload + download':>17s} | {'diffuse()':>9s}")
+    lines = []
     for channels in (int(c) for c in args.channels.split(",")):
         image = rng.random((height, width, channels), dtype=np.float32)
         for preset in presets:
             plan = make_plan(DiffuseParams.from_preset(preset))
-            times = host_to_host(engine, image, plan, args.repeat)
-            profile = device_profile(engine, image, plan, args.bandwidth)
+            times = _median_seconds(lambda: engine.solve(image, plan), args.repeat)  # noqa: B023
+            profile = device_profile(engine, image, plan, bandwidth)
             run = dict(preset=preset, channels=channels, iterations=plan.iterations,
                        scales=plan.scales, host_to_host_s=times,
                        median_s=statistics.median(times), **profile)
+            if args.api and channels == 4:
+                run["api_s"] = time_api(preset, image, args.repeat)
+                run["api_median_s"] = statistics.median(run["api_s"])
             results["runs"].append(run)
-            if channels == 4 and (height, width) == (4000, 6000) and preset in DARKTABLE_H100_S:
-                run["darktable_h100_s"] = DARKTABLE_H100_S[preset]
-                print(f"  darktable's kernels on the H100: {DARKTABLE_H100_S[preset]:.2f} s, "
-                      f"{DARKTABLE_H100_S[preset] / run['median_s']:.1f}x this run's median")
-            print(f"{preset:32s} C={channels} {plan.iterations:3d} it x {plan.scales:2d} scales: "
-                  f"host->host median {run['median_s']:.3f} s  device kernels "
-                  f"{run['kernels_ms']:.1f} ms (roofline {run['roofline_ms']:.1f} ms, "
-                  f"{100 * run['efficiency']:.0f} %), upload {run['upload_ms']:.1f} ms, "
-                  f"download {run['download_ms']:.1f} ms", flush=True)
-            for s in run["per_scale"]:
-                print(f"    scale {s['scale']}: bspline {s['bspline_ms']:.3f} ms  pde "
-                      f"{s['pde_ms']:.3f} ms  roofline {s['roofline_ms']:.3f} ms  "
-                      f"({100 * s['efficiency']:.0f} %)")
-    if args.api:
-        results["api"] = time_api(presets[0], height, width, args.repeat)
+            api = f"{run['api_median_s']:.3f} s" if "api_median_s" in run else "-"
+            line = (f"{preset:32s} {channels:1d} {plan.iterations:3d} x {plan.scales:2d} | "
+                    f"{run['median_s']:8.3f} s | {run['kernels_ms']:11.1f} ms | "
+                    f"{100 * run['efficiency']:8.0f} % | {100 * run['worst_pass']:8.0f} % | "
+                    f"{run['upload_ms']:6.1f} + {run['download_ms']:5.1f} ms | {api:>9s}")
+            lines.append(line)
+            print(line, flush=True)
+            if args.details:
+                for p in run["passes"]:
+                    print(f"    {p['kind']:7s} scale {p['scale']}: {p['ms']:.3f} ms, "
+                          f"{p['bandwidth'] / 1e12:.2f} TB/s ({100 * p['efficiency']:.0f} %)")
+    print(header)
+    print("\n".join(lines))
+    print(f"(copy bandwidth {bandwidth / 1e12:.3f} TB/s; device kernels and passes: bytes "
+          "moved / time against it; host->host: the solver; diffuse(): the API, whole planes)")
+    print("\nfor reference, quoted (issue 11, H200, 2026-12-04, another run): darktable's "
+          "kernels / diffuse() of napari-diffuse 0.1.0")
+    for preset, (darktable, old) in QUOTED_H200.items():
+        print(f"  {preset:32s} {darktable:.3f} s / {old:.3f} s")
+    if args.stack:
+        results["stack"] = stack_run(device, engine, args.stack, args.repeat)
     if args.json is not None:
         args.json.write_text(json.dumps(results, indent=1))
     return results

@@ -4,7 +4,7 @@
  *
  * An image is float32, `height` rows of `width * channels` floats (channels last, as the
  * NumPy solver holds it). Filtering kernels work on packs: one work item handles VEC
- * consecutive floats of a row (1, 4 or 8, set by the host with -DVEC=...; the last pack of a
+ * consecutive floats of a row (1, 2, 4 or 8, set by the host with -DVEC=...; the last pack of a
  * row may be partial), so the cost is proportional to the number of floats whatever the
  * number of channels. Borders clamp to the edge pixel. The host builds the files in this
  * order: common, bspline, pde, inpaint, variance.
@@ -43,6 +43,15 @@ typedef int4 ivec_t;
 #define vstore_vec vstore4
 #define LANES (int4)(0, 1, 2, 3)
 #define GATHER(a, i) (float4)(a[(i).s0], a[(i).s1], a[(i).s2], a[(i).s3])
+#elif VEC == 2
+typedef float2 vec_t;
+typedef int2 ivec_t;
+#define vload_vec vload2
+#define AS_VEC as_float2
+#define CONVERT_IVEC convert_int2
+#define vstore_vec vstore2
+#define LANES (int2)(0, 1)
+#define GATHER(a, i) (float2)(a[(i).s0], a[(i).s1])
 #elif VEC == 1
 typedef float vec_t;
 typedef int ivec_t;
@@ -53,7 +62,7 @@ typedef int ivec_t;
 #define LANES 0
 #define GATHER(a, i) (a[i])
 #else
-#error "VEC must be 1, 4 or 8"
+#error "VEC must be 1, 2, 4 or 8"
 #endif
 
 /* Helpers are inlined so that each kernel's interior and border paths get specialised. */
@@ -63,13 +72,27 @@ typedef int ivec_t;
 #define INLINE inline
 #endif
 
-/* The row of a filtering work item. Dimension 2 is the residue class of the row modulo
- * the stencils' dilation (`classes` = min(dilation, height) classes) and dimension 1 the
- * row's rank in its class, so the rows of a work-group are y, y + dilation, ...: the rows
- * their vertical taps share. Rows past the image's end come out >= height. */
-INLINE int class_row(int classes)
+/* Rows per work item of the filtering kernels (set by the host with -DROWS=...). */
+#ifndef ROWS
+#define ROWS 1
+#endif
+
+/* The first row of a filtering work item. Dimension 2 is the plane of a batch times
+ * `classes` plus the residue class of the row modulo the stencils' dilation (`classes` =
+ * min(dilation, height) classes), and dimension 1 a block of ROWS consecutive ranks in
+ * that class, so the rows of a work item, and of a work-group, are y0, y0 + dilation, ...:
+ * the rows their vertical taps share. When `classes` < dilation each class holds one row,
+ * so a work item's later rows, y0 + dilation and beyond, are past the image's end, as are
+ * rows past the last rank. */
+INLINE int first_row(int classes)
 {
-    return get_global_id(1) * classes + get_global_id(2);
+    return get_global_id(1) * ROWS * classes + (int)(get_global_id(2) % classes);
+}
+
+/* The batch plane of a filtering work item (planes lie `stride` elements apart). */
+INLINE size_t plane_start(int classes, int stride)
+{
+    return (get_global_id(2) / classes) * (size_t)stride;
 }
 
 /* Where the VEC floats of a pack are: `first` is the offset of its first float in the

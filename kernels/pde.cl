@@ -7,9 +7,15 @@
  * orders 1, 2 diffuse the low frequencies `lf` and orders 3, 4 the high frequencies `hf`;
  * orders 1, 3 steer along the gradient of lf and orders 2, 4 along the gradient of hf.
  * Where a mask is given, unmasked pixels keep hf + lf. The gradients, the 3x3 variance of
- * hf and the rotated laplacians all come from the two 3x3 stencils (dilation `mult`) read
- * once per work item.
+ * hf and the rotated laplacians all come from the two 3x3 stencils (dilation `mult`).
  */
+
+/* FAST_MATH (never with PRECISE): the device's fast reciprocals, within the tolerances. */
+#ifdef FAST_MATH
+#define DIVIDE(a, b) native_divide((a), (b))
+#else
+#define DIVIDE(a, b) ((a) / (b))
+#endif
 
 #define ISOTROPIC 0
 #define ISOPHOTE 1
@@ -54,10 +60,20 @@ INLINE direction_t direction_of(const vec_t *p)
 {
     direction_t d;
     const vec_t dx = (p[7] - p[1]) * 0.5f, dy = (p[5] - p[3]) * 0.5f;
+#ifdef FAST_MATH
+    const vec_t squared = MAD(dx, dx, dy * dy);
+    const vec_t inverse = native_rsqrt(squared);
+    d.magnitude = squared * inverse;
+    const ivec_t nonzero = squared != 0.0f;
+    const vec_t cosine = select((vec_t)(1.0f), dx * inverse, nonzero);
+    const vec_t sine = select((vec_t)(0.0f), dy * inverse, nonzero);
+    d.magnitude = select((vec_t)(0.0f), d.magnitude, nonzero);
+#else
     d.magnitude = sqrt(MAD(dx, dx, dy * dy));
     const ivec_t nonzero = d.magnitude != 0.0f;
     const vec_t cosine = select((vec_t)(1.0f), dx / d.magnitude, nonzero);
     const vec_t sine = select((vec_t)(0.0f), dy / d.magnitude, nonzero);
+#endif
     d.cos2 = cosine * cosine;
     d.sin2 = sine * sine;
     d.cossin = cosine * sine;
@@ -66,38 +82,23 @@ INLINE direction_t direction_of(const vec_t *p)
 
 /* One order's kernel * stencil. With U = cos2 Lh + sin2 Lv - cs D/2 and
  * V = sin2 Lh + cos2 Lv + cs D/2, the isophote kernel gives U + c2 V, the gradient
- * kernel V + c2 U, and the isotropic kernel (Oono & Puri) diag/4 + (Lh + Lv)/2 - centre. */
-INLINE vec_t derivative(int mode, float anisotropy, const differences_t s, const direction_t d)
+ * kernel V + c2 U, and the isotropic kernel (Oono & Puri) diag/4 + (Lh + Lv)/2 - centre;
+ * c2 = fast_exp(-|gradient| * anisotropy). */
+INLINE vec_t derivative(int mode, const vec_t c2, const differences_t s, const direction_t d)
 {
     if (mode == ISOTROPIC)
         return MAD(s.diagonal, 0.25f, (s.horizontal + s.vertical) * 0.5f) - s.centre;
-    const vec_t c2 = fast_exp(-d.magnitude * anisotropy);
     const vec_t cross = d.cossin * s.half_cross;
     const vec_t along = MAD(d.cos2, s.horizontal, d.sin2 * s.vertical) - cross;
     const vec_t across = MAD(d.sin2, s.horizontal, d.cos2 * s.vertical) + cross;
     return mode == ISOPHOTE ? MAD(c2, across, along) : MAD(c2, along, across);
 }
 
-INLINE void pde_pack(global const float *hf, global const float *lf, global float *out,
-                     global const uchar *mask, int use_mask, const pack_t pack, int y,
-                     int width, int height, int channels, int mult, float4 speed,
-                     int4 mode, float4 anisotropy, float strength, float regularization,
-                     float variance_threshold, bool interior)
+/* The update of one pack from its 3x3 stencils of lf (L) and hf (H), row-major. */
+INLINE vec_t pde_value(const vec_t *L, const vec_t *H, float4 speed, int4 mode,
+                       float4 anisotropy, float strength, float regularization,
+                       float variance_threshold)
 {
-    const int row_length = width * channels;
-    vec_t L[9], H[9];
-    #pragma unroll
-    for (int i = 0; i < 3; i++)
-    {
-        const int row = clamp(y + (i - 1) * mult, 0, height - 1) * row_length;
-        #pragma unroll
-        for (int j = 0; j < 3; j++)
-        {
-            L[3 * i + j] = load_pack(lf + row, pack, (j - 1) * mult, width, channels, interior);
-            H[3 * i + j] = load_pack(hf + row, pack, (j - 1) * mult, width, channels, interior);
-        }
-    }
-
     vec_t result = H[4] * strength;
     if (any(speed != 0.0f))
     {
@@ -115,12 +116,20 @@ INLINE void pde_pack(global const float *hf, global const float *lf, global floa
 
         vec_t acc = (vec_t)(0.0f);
         bool first = true;
+        vec_t c2[4];
         #pragma unroll
         for (int k = 0; k < 4; k++)
         {
             if (speeds[k] == 0.0f) continue;
-            const vec_t term = derivative(modes[k], anisotropies[k], stencil[k / 2],
-                                           direction[k % 2]);
+            /* orders k and k + 2 steer along the same gradient: one exponential when their
+             * anisotropies agree (the same value either way) */
+            if (modes[k] != ISOTROPIC)
+                c2[k] = (k >= 2 && speeds[k - 2] != 0.0f && modes[k - 2] != ISOTROPIC
+                         && anisotropies[k - 2] == anisotropies[k])
+                        ? c2[k - 2] : fast_exp(-direction[k % 2].magnitude * anisotropies[k]);
+            else
+                c2[k] = (vec_t)(0.0f);
+            const vec_t term = derivative(modes[k], c2[k], stencil[k / 2], direction[k % 2]);
             acc = first ? term * speeds[k] : MAD(term, speeds[k], acc);
             first = false;
         }
@@ -130,41 +139,84 @@ INLINE void pde_pack(global const float *hf, global const float *lf, global floa
             vec_t variance = MAD(H[2], H[2], MAD(H[1], H[1], H[0] * H[0]));
             variance = variance + MAD(H[5], H[5], MAD(H[4], H[4], H[3] * H[3]));
             variance = variance + MAD(H[8], H[8], MAD(H[7], H[7], H[6] * H[6]));
-            acc = acc / MAD(variance, regularization, variance_threshold);
+            acc = DIVIDE(acc, MAD(variance, regularization, variance_threshold));
         }
         else
-            acc = acc / variance_threshold;
+            acc = DIVIDE(acc, (vec_t)(variance_threshold));
         result = result + acc;
     }
-    result = fmax(result + L[4], 0.0f);
+    return fmax(result + L[4], 0.0f);
+}
 
-    if (use_mask)
+/* ROWS rows of one pack, y0, y0 + mult, ...: consecutive rows share two of their three
+ * stencil rows, so the work item reads ROWS + 2 rows of lf and hf instead of 3 * ROWS. */
+INLINE void pde_pack(global const float *hf, global const float *lf, global float *out,
+                     global const uchar *mask, int use_mask, const pack_t pack, int y0,
+                     int width, int height, int channels, int mult, float4 speed,
+                     int4 mode, float4 anisotropy, float strength, float regularization,
+                     float variance_threshold, bool interior)
+{
+    const int row_length = width * channels;
+    vec_t L[9], H[9];
+    #pragma unroll
+    for (int k = 0; k < ROWS + 2; k++)
     {
-        /* unmasked pixels are kept: hf + lf, unclamped */
-        global const uchar *mask_row = mask + y * width;
-        const vec_t kept = H[4] + L[4];
-        ivec_t channel;
-        const ivec_t column = pack_columns(pack, channels, &channel);
-        const ivec_t inside = CONVERT_IVEC(GATHER(mask_row, column)) != 0;
-        result = select(kept, result, inside);
+        if (k >= 3)
+        {
+            /* slide the stencils down one row */
+            #pragma unroll
+            for (int e = 0; e < 6; e++)
+            {
+                L[e] = L[e + 3];
+                H[e] = H[e + 3];
+            }
+        }
+        const int i = k < 3 ? k : 2;
+        const int row = clamp(y0 + (k - 1) * mult, 0, height - 1) * row_length;
+        #pragma unroll
+        for (int j = 0; j < 3; j++)
+        {
+            L[3 * i + j] = load_pack(lf + row, pack, (j - 1) * mult, width, channels, interior);
+            H[3 * i + j] = load_pack(hf + row, pack, (j - 1) * mult, width, channels, interior);
+        }
+        if (k < 2) continue;
+        const int y = y0 + (k - 2) * mult;
+        if (k > 2 && y >= height) return;
+        vec_t result = pde_value(L, H, speed, mode, anisotropy, strength, regularization,
+                                 variance_threshold);
+        if (use_mask)
+        {
+            /* unmasked pixels are kept: hf + lf, unclamped */
+            global const uchar *mask_row = mask + y * width;
+            const vec_t kept = H[4] + L[4];
+            ivec_t channel;
+            const ivec_t column = pack_columns(pack, channels, &channel);
+            const ivec_t inside = CONVERT_IVEC(GATHER(mask_row, column)) != 0;
+            result = select(kept, result, inside);
+        }
+        store_pack(out + y * row_length, pack, result);
     }
-    store_pack(out + y * row_length, pack, result);
 }
 
 kernel void pde_step(global const float *hf, global const float *lf, global float *out,
                      global const uchar *mask, int use_mask, int width, int height,
-                     int channels, int mult, int classes, int aligned, float4 speed,
-                     int4 mode, float4 anisotropy, float strength, float regularization,
-                     float variance_threshold)
+                     int channels, int mult, int classes, int aligned, int plane_stride,
+                     int mask_stride, float4 speed, int4 mode, float4 anisotropy,
+                     float strength, float regularization, float variance_threshold)
 {
-    const int y = class_row(classes);
+    const size_t start = plane_start(classes, plane_stride);
+    hf += start;
+    lf += start;
+    out += start;
+    mask += plane_start(classes, mask_stride);
+    const int y0 = first_row(classes);
     const int p = get_global_id(0);
-    if (y >= height || VEC * p >= width * channels) return;
+    if (y0 >= height || VEC * p >= width * channels) return;
     const pack_t pack = make_pack(p, width, channels, aligned);
     if (pack_is_interior(pack, mult, width, channels))
-        pde_pack(hf, lf, out, mask, use_mask, pack, y, width, height, channels, mult, speed,
+        pde_pack(hf, lf, out, mask, use_mask, pack, y0, width, height, channels, mult, speed,
                  mode, anisotropy, strength, regularization, variance_threshold, true);
     else
-        pde_pack(hf, lf, out, mask, use_mask, pack, y, width, height, channels, mult, speed,
+        pde_pack(hf, lf, out, mask, use_mask, pack, y0, width, height, channels, mult, speed,
                  mode, anisotropy, strength, regularization, variance_threshold, false);
 }

@@ -28,6 +28,7 @@ from napari_diffuse import (  # noqa: E402  # noqa: E402
     numpy_solver,
     opencl_devices,
     opencl_solver,
+    opencl_transfer,
 )
 from napari_diffuse.plan import make_plan  # noqa: E402
 from napari_diffuse.resources import data_dir  # noqa: E402
@@ -125,7 +126,7 @@ def test_matches_numpy_any_channels_and_size(engine, shape, settings):
     _close(out, numpy_solver.solve(image, plan))
 
 
-@pytest.mark.parametrize("vector_width", [1, 4, 8])
+@pytest.mark.parametrize("vector_width", [1, 2, 4, 8])
 @pytest.mark.parametrize("precise", [True, False])
 def test_every_vector_width_gives_the_same_result(engine, vector_width, precise):
     plan = make_plan(DiffuseParams(**RANDOM_SETTINGS[0]))
@@ -194,7 +195,8 @@ def test_engine_and_kernels_are_built_once(engine):
 
 
 def test_transfers_through_pinned_staging(engine, monkeypatch):
-    monkeypatch.setattr(opencl_solver._Staging, "CHUNK", 4096)  # many chunks, a partial last
+    monkeypatch.setattr(opencl_transfer.Staging, "CHUNK", 4096)  # many chunks, a partial last
+    monkeypatch.setattr(opencl_solver.Engine, "PREFAULT_BYTES", 1)  # outputs touched ahead
     staged = opencl_solver.Engine(engine.device, staged=True)
     plan = make_plan(DiffuseParams(**RANDOM_SETTINGS[1]))
     image = _image((57, 43, 3), seed=4)
@@ -251,8 +253,8 @@ def test_oversized_image_is_tiled_with_the_whole_image_result(engine, restore_co
     opencl_solver.configure(max_allocation=limit)
     tiled_engine = opencl_solver.engine()
     assert tiled_engine is not engine and tiled_engine.buffer_limit == limit
-    overlap = plan.iterations * 3 * ((1 << plan.scales) - 1)
-    assert len(tiled_engine._tiles(image.shape, overlap, plan.scales + 3)) > 1
+    assert plan.full_reach == plan.iterations * 3 * ((1 << plan.scales) - 1)
+    assert len(tiled_engine._tiles(image.shape, plan.full_reach, plan)) > 1
     calls = []
     tiled = opencl_solver.solve(image, plan, mask, progress=lambda *a: calls.append(a))
     np.testing.assert_array_equal(tiled, whole)
@@ -345,3 +347,153 @@ def test_no_platform_falls_back_or_raises(tmp_path):
     assert report["auto"] == "napari_diffuse.numpy_solver" and report["same"]
     assert len(report["warnings"]) == 1
     assert "no OpenCL platform" in report["warnings"][0] and "NumPy" in report["warnings"][0]
+
+
+# -- rows per work item, stacks, profiling ----------------------------------------------
+
+@pytest.mark.parametrize("rows", [2, 3, 4, 8])
+@pytest.mark.parametrize("shape", [(37, 53, 1), (29, 41, 3), (6, 33, 4)])
+def test_every_rows_per_item_gives_the_same_result(engine, rows, shape):
+    """Rows per work item change which loads are shared, never the arithmetic; short
+    images (fewer rows than the coarse dilations) take the border paths."""
+    plan = make_plan(DiffuseParams(**RANDOM_SETTINGS[0]))
+    image = _image(shape, seed=rows)
+    mask = image[..., 0] > 0.7
+    one, many = (opencl_solver.Engine(engine.device, rows=r, vector_width=4, precise=False)
+                 for r in (1, rows))
+    np.testing.assert_array_equal(many.solve(image, plan), one.solve(image, plan))
+    np.testing.assert_array_equal(many.solve(image, plan, mask), one.solve(image, plan, mask))
+    np.testing.assert_array_equal(many.variance_map(image, plan), one.variance_map(image, plan))
+
+
+def test_rows_per_item_is_checked(engine):
+    with pytest.raises(ValueError, match="rows per work item"):
+        opencl_solver.Engine(engine.device, rows=9)
+
+
+@pytest.mark.parametrize(("staged", "batch"), [(False, 1), (True, 1), (False, 2), (True, 3)])
+def test_stack_streams_with_the_plane_results(engine, staged, batch, monkeypatch):
+    monkeypatch.setattr(opencl_transfer.Staging, "CHUNK", 4096)
+    streaming = opencl_solver.Engine(engine.device, staged=staged, stack_batch=batch)
+    plan = make_plan(DiffuseParams.from_preset("inpaint highlights").replace(iterations=3))
+    planes = _image((5, 26, 31, 2), seed=11) * 2
+    given = [planes[p, ..., p % 2] > 1.5 for p in range(5)]
+    mixed = [None, given[1], None, given[3], None]
+    for masks in (None, given, mixed):  # luminance masks, caller masks, one then the other
+        out = streaming.solve_planes(planes, plan, masks)
+        assert out.shape == planes.shape and out.dtype == np.float32
+        for p in range(5):
+            np.testing.assert_array_equal(
+                out[p], engine.solve(planes[p], plan, None if masks is None else masks[p]))
+    calls = []
+    with_progress = streaming.solve_planes(planes, plan, given,
+                                           progress=lambda *a: calls.append(a))
+    assert calls == [(i, 15) for i in range(1, 16)]
+    np.testing.assert_array_equal(with_progress[2], engine.solve(planes[2], plan, given[2]))
+    keep = make_plan(DiffuseParams.from_preset("inpaint highlights").replace(
+        iterations=2, keep_saturated=True))
+    assert keep.keep_saturated
+    kept = streaming.solve_planes(planes, keep, given)
+    for p in range(5):
+        np.testing.assert_array_equal(kept[p], engine.solve(planes[p], keep, given[p]))
+    # the module function, on the shared engine
+    np.testing.assert_array_equal(opencl_solver.solve_planes(planes[:2], keep, given[:2]),
+                                  kept[:2])
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_stack_divergence_stops_the_stream(engine, batch):
+    from napari_diffuse.errors import DivergenceError
+
+    plan = make_plan(DiffuseParams(
+        first=-1, second=-1, third=-1, fourth=-1, anisotropy_first=10, anisotropy_second=-10,
+        anisotropy_third=10, anisotropy_fourth=-10, radius=64, iterations=50, sharpness=1,
+        edge_threshold=-2))
+    planes = _image((4, 48, 48, 1), seed=12)
+    streaming = opencl_solver.Engine(engine.device, stack_batch=batch)
+    with pytest.raises(DivergenceError):
+        streaming.solve_planes(planes, plan)
+    # the engine still works afterwards
+    small = make_plan(DiffuseParams(iterations=2, radius=2, first=0.2))
+    np.testing.assert_array_equal(streaming.solve_planes(planes, small)[1],
+                                  engine.solve(planes[1], small))
+
+
+def test_profile_records_every_pass_and_transfer(engine):
+    profiled = opencl_solver.Engine(engine.device, profiling=True)
+    plan = make_plan(DiffuseParams(iterations=3, radius=8, first=0.2))
+    with profiled.profile() as profile:
+        profiled.solve(_image((40, 40, 4)), plan)
+    seconds = profile.seconds()
+    assert {key for key in seconds} == {("upload", -1), ("download", -1),
+                                         *((kind, s) for kind in ("bspline", "pde")
+                                           for s in range(plan.scales))}
+    assert sum(1 for (kind, _), _ in profile.events if kind == "pde") == 3 * plan.scales
+    assert all(value >= 0 for value in seconds.values())
+    with pytest.raises(ValueError, match="profiling=True"):
+        with engine.profile():
+            pass
+
+
+def test_each_kernel_has_its_own_shape(engine):
+    from napari_diffuse.opencl_program import KernelShape
+
+    plan = make_plan(DiffuseParams(**RANDOM_SETTINGS[1]))
+    image = _image((35, 27, 4), seed=13)
+    mixed = opencl_solver.Engine(engine.device, vector_width=4, rows=3, local_size=(16, 2),
+                                 pde=KernelShape(1, 2, (32, 4)), precise=False)
+    assert mixed.shapes["pde_step"] == (1, 2, (32, 4))
+    assert mixed.shapes["bspline_level"] == (4, 3, (16, 2))
+    plain = opencl_solver.Engine(engine.device, vector_width=1, rows=1, precise=False)
+    assert plain.shapes["pde_step"] == plain.shapes["bspline_level"]
+    np.testing.assert_array_equal(mixed.solve(image, plan), plain.solve(image, plan))
+    with pytest.raises(ValueError, match="1, 2, 4 or 8"):
+        opencl_solver.Engine(engine.device, pde=KernelShape(3, 1, (8, 8)))
+
+
+def test_fast_math_stays_close_and_equal_across_shapes(engine):
+    plan = make_plan(DiffuseParams(**RANDOM_SETTINGS[0]))
+    image = _image((31, 29, 4), seed=14)
+    fast = [opencl_solver.Engine(engine.device, vector_width=width, precise=False,
+                                 fast_math=True) for width in (1, 4)]
+    out = fast[0].solve(image, plan)
+    np.testing.assert_array_equal(out, fast[1].solve(image, plan))
+    np.testing.assert_array_equal(fast[0].solve(image[..., :1], plan), out[..., :1])
+    _close(out, numpy_solver.solve(image, plan))
+
+
+def test_gpu_odd_channel_counts_take_the_scalar_shapes(engine):
+    from napari_diffuse.opencl_program import SCALAR_SHAPE
+
+    plan = make_plan(DiffuseParams(**RANDOM_SETTINGS[0]))
+    image = _image((33, 41, 1), seed=15)
+    gpu_like = opencl_solver.Engine(engine.device, precise=False)
+    gpu_like._gpu = True  # as on a GPU: no unaligned vector loads
+    for name in ("bspline_level", "pde_step"):
+        assert gpu_like._program_for(1, name).shape == SCALAR_SHAPE[name]
+        assert gpu_like._program_for(8, name).shape == gpu_like.shapes[name]
+    explicit = opencl_solver.Engine(engine.device, vector_width=4, rows=3, precise=False)
+    explicit._gpu = True
+    assert explicit._program_for(3, "pde_step").shape == (1, 3, explicit.local_size)
+    scalar = opencl_solver.Engine(engine.device, vector_width=1, rows=1, precise=False)
+    np.testing.assert_array_equal(gpu_like.solve(image, plan), scalar.solve(image, plan))
+
+
+def test_stack_batch_shrinks_to_fit_the_device(engine, monkeypatch):
+    plan = make_plan(DiffuseParams(iterations=2, radius=2, first=0.2))
+    planes = _image((6, 20, 24, 2), seed=16)
+    streaming = opencl_solver.Engine(engine.device, stack_batch=4)
+    # room for a batch of 2 planes, not 4
+    streaming.memory_limit = 20 * 24 * opencl_solver.device_bytes_per_pixel(plan, 2, 6, 2)
+    batches = []
+    iterate = streaming._iterate
+
+    def recording(*args, **kwargs):
+        batches.append(kwargs["batch"][0])
+        return iterate(*args, **kwargs)
+
+    monkeypatch.setattr(streaming, "_iterate", recording)
+    out = streaming.solve_planes(planes, plan)
+    assert batches == [2, 2, 2]
+    for p in range(6):
+        np.testing.assert_array_equal(out[p], engine.solve(planes[p], plan))

@@ -238,12 +238,11 @@ def test_opencl_tiles_and_staging_floor_like_the_whole_image():
     assert plan.keep_saturated
     whole = shared.solve(image, plan)
     limit = 110 * 90 * 3 * 4  # a buffer of 110 of the 150 rows: tiles
-    tiled_engine = opencl_solver.Engine(shared.device, max_allocation=limit)
-    overlap = plan.iterations * plan.reach_per_iteration
-    assert len(tiled_engine._tiles(image.shape, overlap, plan.scales + 3)) > 1
-    events: list = []
-    np.testing.assert_array_equal(tiled_engine.solve(image, plan, events=events), whole)
-    assert sum(kind == "keep" for (kind, _), _ in events) > 1  # once per tile
+    tiled_engine = opencl_solver.Engine(shared.device, max_allocation=limit, profiling=True)
+    assert len(tiled_engine._tiles(image.shape, plan.full_reach, plan)) > 1
+    with tiled_engine.profile() as profile:
+        np.testing.assert_array_equal(tiled_engine.solve(image, plan), whole)
+    assert sum(kind == "keep" for (kind, _), _ in profile.events) > 1  # once per tile
     staged = opencl_solver.Engine(shared.device, staged=True)
     np.testing.assert_array_equal(staged.solve(image, plan), whole)
     threshold = np.float32(plan.luminance_threshold)

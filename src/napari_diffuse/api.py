@@ -246,12 +246,16 @@ def diffuse(image, params: DiffuseParams | None = None, *, preset: str | None = 
         planes = _planes(image, layout)
         masks = _masks(planes, layout, mask)
         total = planes.shape[0] * plan.iterations
-        results = []
-        for p, (plane, plane_mask) in enumerate(zip(planes, masks, strict=True)):
-            report = None if progress is None else (
-                lambda done, _total, p=p: progress(p * plan.iterations + done, total))
-            results.append(solver.solve(plane, plan, plane_mask, progress=report))
-        out = results[0][None] if len(results) == 1 else np.stack(results)
+        if planes.shape[0] > 1 and hasattr(solver, "solve_planes"):
+            # a stack streams through the device, its transfers hidden behind the kernels
+            out = solver.solve_planes(planes, plan, masks, progress=progress)
+        else:
+            results = []
+            for p, (plane, plane_mask) in enumerate(zip(planes, masks, strict=True)):
+                report = None if progress is None else (
+                    lambda done, _total, p=p: progress(p * plan.iterations + done, total))
+                results.append(solver.solve(plane, plan, plane_mask, progress=report))
+            out = results[0][None] if len(results) == 1 else np.stack(results)
         result = intensity.from_planes(out, layout)
     if mask is not None:
         before = intensity.to_planes(image, layout) if planes is None else planes

@@ -17,9 +17,12 @@ The spatial axes are the last two axes that are not the channel axis; any leadin
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
+import functools
 import math
 import numbers
+import os
 import warnings
 from collections.abc import Sequence
 
@@ -239,7 +242,7 @@ def _survey(image, channel_axis: int | None) -> _Survey | None:
 
         sample, minimum, maximum = dask.compute(sample, image.min(), image.max())
     else:
-        minimum, maximum = image.min(), image.max()
+        minimum, maximum = extremes(image)
     sample = np.asarray(sample, np.float64).ravel()
     sample = sample[np.isfinite(sample)]
     if sample.size == 0:
@@ -334,8 +337,8 @@ def check_finite(planes: np.ndarray, layout: Layout,
     ``origin=(plane, row, col)`` says that ``planes`` is a chunk of the image starting
     there: the message then counts the chunk's values and gives the image's index.
     """
-    if np.isfinite(np.sum(planes)):
-        return  # NaN and Inf propagate through a sum (an overflow looks below)
+    if np.isfinite(peak_magnitude(planes)):
+        return  # NaN and Inf propagate through the min and max
     bad = ~np.isfinite(planes)
     if bad.any():
         n_nan = int(np.isnan(planes).sum())
@@ -445,9 +448,46 @@ def to_working(values, layout: Layout) -> np.ndarray:
 def peak_magnitude(a: np.ndarray) -> float:
     """The largest magnitude in ``a``; NaN if it holds a NaN (max and min propagate it).
 
-    Two reductions and no temporary array (unlike ``numpy.abs(a).max()``).
+    One pass of :func:`extremes` and no temporary array (unlike ``numpy.abs(a).max()``).
     """
-    return max(float(a.max()), -float(a.min())) if a.size else 0.0
+    if not a.size:
+        return 0.0
+    low, high = extremes(a)
+    return max(high, -low) if low == low and high == high else float("nan")
+
+
+#: Arrays of at least this many elements are reduced by :func:`extremes` on several threads.
+_PARALLEL_ELEMENTS = 1 << 22
+_BLOCK_ELEMENTS = 1 << 16  # min and max of one block: its second read hits the cache
+
+
+@functools.cache
+def _reduction_pool() -> concurrent.futures.ThreadPoolExecutor:
+    return concurrent.futures.ThreadPoolExecutor(min(16, os.cpu_count() or 1),
+                                                 thread_name_prefix="napari-diffuse-scan")
+
+
+def _block_extremes(flat: np.ndarray, start: int, stop: int) -> tuple[float, float]:
+    lows, highs = [], []
+    for a in range(start, stop, _BLOCK_ELEMENTS):
+        block = flat[a:min(a + _BLOCK_ELEMENTS, stop)]
+        lows.append(block.min())
+        highs.append(block.max())
+    return float(np.min(lows)), float(np.max(highs))
+
+
+def extremes(a: np.ndarray) -> tuple[float, float]:
+    """``(min, max)`` of a non-empty array in one pass (both NaN if it holds a NaN), on
+    several threads for large contiguous arrays (NumPy releases the GIL in reductions)."""
+    a = np.asarray(a)
+    workers = min(16, os.cpu_count() or 1)
+    if a.size < _PARALLEL_ELEMENTS or workers == 1 or not a.flags.c_contiguous:
+        return float(a.min()), float(a.max())
+    flat = a.reshape(-1)
+    bounds = np.linspace(0, flat.size, 2 * workers + 1).astype(np.int64)
+    parts = list(_reduction_pool().map(lambda b: _block_extremes(flat, *b),
+                                       zip(bounds[:-1], bounds[1:], strict=True)))
+    return float(np.min([p[0] for p in parts])), float(np.max([p[1] for p in parts]))
 
 
 def _check_working(work: np.ndarray, layout: Layout) -> None:

@@ -30,13 +30,22 @@ from .plan import (
     checked_iterations,
     divergence_bound,
     divergence_error,
+    mask_source,
 )
 
-__all__ = ["TILES_ON_DEVICE", "check_divergence", "inpaint_start", "keep_saturated", "solve",
-           "variance_map"]
+__all__ = ["TILES_ON_DEVICE", "bytes_per_pixel", "check_divergence", "inpaint_start",
+           "keep_saturated", "solve", "variance_map"]
 
 #: This solver's buffers (about ``scales + 10`` image copies) live in host memory.
 TILES_ON_DEVICE = False
+#: float32 image-sized buffers a run holds beyond its wavelet scales: input, output, two
+#: low-frequency levels, two iteration buffers, padded copies and strips, the mask start.
+_EXTRA_BUFFERS = 10
+
+
+def bytes_per_pixel(plan: Plan, channels: int) -> int:
+    """Host bytes a run of ``plan`` holds per pixel: one float32 per buffer and channel."""
+    return 4 * channels * (plan.scales + _EXTRA_BUFFERS)
 
 F32 = np.float32
 _BSPLINE = tuple(F32(w) for w in (1 / 16, 4 / 16, 6 / 16, 4 / 16, 1 / 16))
@@ -277,8 +286,8 @@ def inpaint_start(image: np.ndarray, mask: np.ndarray, origin: tuple[int, int] =
 
 def _mask_or_luminance(mask: np.ndarray | None, image: np.ndarray,
                        plan: Plan) -> np.ndarray | None:
-    """The caller's mask, else darktable's luminance mask when the threshold is above 0."""
-    if mask is None and plan.luminance_threshold > 0.0:
+    """The run's mask, as :func:`~napari_diffuse.plan.mask_source` says."""
+    if mask_source(mask, plan) == "luminance":
         return above_threshold(image, plan.luminance_threshold)
     return mask
 
@@ -301,16 +310,17 @@ def keep_saturated(result: np.ndarray, original: np.ndarray, mask: np.ndarray | 
 
 def _one_iteration(src: np.ndarray, out: np.ndarray, plan: Plan, mask: np.ndarray | None,
                    hf: list[np.ndarray], lf: tuple[np.ndarray, np.ndarray]) -> None:
-    level_in = src
-    for s in range(plan.scales):
-        level_out = lf[s % 2]
-        _decompose(level_in, hf[s], level_out, 1 << s)
-        level_in = level_out
-    current, spare = level_in, lf[(plan.scales) % 2]
-    for s in reversed(range(plan.scales)):
-        target = out if s == 0 else spare
-        _pde(hf[s], current, target, plan.steps[s], plan, mask)
-        current, spare = target, current
+    """One iteration from ``src`` into ``out``, pass by pass as :attr:`Plan.passes` says."""
+    buffers = {"input": src, "output": out, "lf0": lf[0], "lf1": lf[1],
+               **{f"hf{s}": h for s, h in enumerate(hf)}}
+    for step in plan.passes:
+        if step.kind == "bspline":
+            (level,), (low, high) = step.reads, step.writes
+            _decompose(buffers[level], buffers[high], buffers[low], 1 << step.scale)
+        else:
+            (high, current), (target,) = step.reads, step.writes
+            _pde(buffers[high], buffers[current], buffers[target], plan.steps[step.scale], plan,
+                 mask)
 
 
 def solve(image: np.ndarray, plan: Plan, mask: np.ndarray | None = None, *,

@@ -8,7 +8,9 @@ solvers start from bit-identical constants.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
+from typing import Literal
 
 import numpy as np
 
@@ -17,9 +19,9 @@ from .intensity import peak_magnitude
 from .params import DiffuseParams
 
 __all__ = ["B_SPLINE_SIGMA", "DIVERGENCE_BOUND", "DIVERGENCE_CHECK_EVERY", "MAX_SCALES",
-           "Checkpoints", "Plan", "ScaleStep", "checked_iterations", "divergence_bound",
-           "divergence_checks",
-           "divergence_error", "make_plan", "num_scales", "reach_per_iteration"]
+           "Checkpoints", "Pass", "Plan", "ScaleStep", "checked_iterations", "divergence_bound",
+           "divergence_checks", "divergence_error", "iteration_passes", "make_plan",
+           "mask_source", "num_scales", "reach_per_iteration"]
 
 F32 = np.float32
 #: Standard deviation of the 5-tap B-spline (1 4 6 4 1)/16 as a Gaussian.
@@ -170,6 +172,70 @@ class Plan:
     def reach_per_iteration(self) -> int:
         """Pixels one iteration reaches in each direction, ``3 * (2**scales - 1)``."""
         return 3 * ((1 << self.scales) - 1)
+
+    @property
+    def full_reach(self) -> int:
+        """Pixels the whole run reaches: ``iterations * reach_per_iteration``. Tiles
+        overlapping by this much give the whole-image result exactly."""
+        return self.iterations * self.reach_per_iteration
+
+    @property
+    def passes(self) -> tuple[Pass, ...]:
+        """One iteration's passes and buffers: :func:`iteration_passes`."""
+        return iteration_passes(self.scales)
+
+
+@dataclasses.dataclass(frozen=True)
+class Pass:
+    """One pass of an iteration over image-sized buffers, named as :func:`iteration_passes`
+    names them."""
+
+    kind: Literal["bspline", "pde"]
+    scale: int
+    reads: tuple[str, ...]  #: ``("level",)`` for B-spline; ``("hf", "lf")`` for the PDE
+    writes: tuple[str, ...]  #: ``("lf", "hf")`` for B-spline; ``("out",)`` for the PDE
+
+    @property
+    def arrays_moved(self) -> int:
+        """Image-sized arrays read or written (each once): its memory traffic."""
+        return len(self.reads) + len(self.writes)
+
+
+@functools.cache
+def iteration_passes(scales: int) -> tuple[Pass, ...]:
+    """The buffer schedule of one iteration, shared by every solver.
+
+    Buffers: ``"input"`` (the iteration's input), ``"output"`` (its result; a solver may
+    make it the input's buffer: the input is read only by the first pass, before the
+    output is written), ``"lf0"`` and ``"lf1"`` (low frequencies, alternating) and
+    ``"hf<s>"`` (the high frequencies of scale ``s``, kept until the PDE of that scale).
+
+    First the decomposition, finest first: ``bspline`` s reads its level (the input, then
+    the previous low frequencies) and writes ``lf<s % 2>`` and ``hf<s>``. Then the
+    reconstruction, coarsest first: ``pde`` s reads ``hf<s>`` and the current
+    reconstruction (the coarsest low frequencies first) and writes the free low-frequency
+    buffer, or the output at scale 0.
+    """
+    passes = []
+    level = "input"
+    for s in range(scales):
+        passes.append(Pass("bspline", s, (level,), (f"lf{s % 2}", f"hf{s}")))
+        level = f"lf{s % 2}"
+    current, spare = level, f"lf{scales % 2}"
+    for s in reversed(range(scales)):
+        target = "output" if s == 0 else spare
+        passes.append(Pass("pde", s, (f"hf{s}", current), (target,)))
+        current, spare = target, current
+    return tuple(passes)
+
+
+def mask_source(mask, plan: Plan) -> Literal["caller", "luminance"] | None:
+    """Where a run's mask comes from, for every solver: the caller's mask when one is
+    given, else darktable's luminance mask when the plan's ``luminance_threshold`` is
+    above 0, else none (diffuse everywhere)."""
+    if mask is not None:
+        return "caller"
+    return "luminance" if plan.luminance_threshold > 0.0 else None
 
 
 @dataclasses.dataclass(frozen=True)

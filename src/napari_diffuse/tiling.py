@@ -49,7 +49,7 @@ import numpy as np
 from . import intensity
 from .backends import get_solver
 from .params import DiffuseParams
-from .plan import ISOTROPIC, VARIANCE_MAP_REACH, Plan, reach_per_iteration
+from .plan import ISOTROPIC, VARIANCE_MAP_REACH, Plan
 
 __all__ = ["DEFAULT_CHUNK", "MEMORY_BUDGET", "TOLERANCE", "SeamWarning", "Tiling", "is_dask",
            "influence_depth", "check_depth", "check_chunks", "check_known_chunks",
@@ -81,9 +81,6 @@ TOLERANCE = 1e-4
 #: :func:`influence_depth` aims this many times below the tolerance, for the nonlinear
 #: terms its linearisation leaves out (edge directions, the variance's own change).
 _NONLINEAR_MARGIN = 100.0
-#: float32 image-sized buffers a solver holds beyond its wavelet scales (input, output,
-#: two low-frequency levels, two iteration buffers, padded copies, mask start).
-_EXTRA_BUFFERS = 10
 
 
 class SeamWarning(UserWarning):
@@ -97,8 +94,11 @@ def is_dask(array) -> bool:
 
 
 def solver_bytes_per_pixel(plan: Plan, channels: int) -> int:
-    """Return the bytes the solver uses per pixel of a block: one float32 per buffer and channel."""
-    return 4 * channels * (plan.scales + _EXTRA_BUFFERS)
+    """Return the host bytes a solver uses per pixel of a block, as the NumPy solver declares
+    them (:func:`.numpy_solver.bytes_per_pixel`; the OpenCL solver holds less on the host)."""
+    from . import numpy_solver
+
+    return numpy_solver.bytes_per_pixel(plan, channels)
 
 
 def _log_cosh(x: np.ndarray) -> np.ndarray:
@@ -142,7 +142,7 @@ def influence_depth(params: DiffuseParams, plan: Plan, tolerance: float = TOLERA
     ``tolerance``, never more than the strict full reach
     ``iterations * reach_per_iteration(params)``.
     """
-    full = plan.iterations * reach_per_iteration(params)
+    full = plan.full_reach
     lam = np.geomspace(1e-4, 4.0, 1024)
     log_bound = plan.iterations * _log_step_growth(plan, lam) - np.log(np.expm1(lam))
     target = tolerance / _NONLINEAR_MARGIN
@@ -266,7 +266,7 @@ def plan_tiling(spatial_shape: tuple[int, int], channels: int, params: DiffusePa
         When the overlap had to be reduced below the wanted depth to fit the budget.
     """
     height, width = spatial_shape
-    full = plan.iterations * reach_per_iteration(params)
+    full = plan.full_reach
     wanted = _wanted_depth(depth, params, plan, full)
     if exact:
         return Tiling(((height,), (width,)), (0, 0), wanted, full)
@@ -297,7 +297,7 @@ def plan_tiling(spatial_shape: tuple[int, int], channels: int, params: DiffusePa
     if used < wanted and any(len(sizes) > 1 for sizes in grid):
         warnings.warn(
             f"{name}: chunks of a {height}x{width} image need an overlap of {wanted} px "
-            f"(reach {reach_per_iteration(params)} px per iteration, {full} px in "
+            f"(reach {plan.reach_per_iteration} px per iteration, {full} px in "
             f"{plan.iterations} iterations), but a block with it would not fit the memory "
             f"budget ({MEMORY_BUDGET / 2**20:.0f} MiB): using {used} px, so results near "
             f"chunk seams may differ from the whole-image result by more than {TOLERANCE:g}. "

@@ -1,0 +1,72 @@
+"""Where ``diffuse()`` spends host time around the OpenCL solver, step by step.
+
+On a random ``HxWx4`` float32 image (default 6000x4000): each host step of
+``napari_diffuse.diffuse(image, preset=..., channel_axis=-1, backend="opencl")`` timed on
+its own (median of ``--repeat``): allocating and touching an output, the value-range
+survey, the working-range and NaN/Inf checks, the solver host to host, and
+``diffuse()`` itself. The gap between ``diffuse()`` and the solver is the host overhead.
+
+Example::
+
+    python benchmarks/host_overhead.py --size 6000x4000
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+
+from napari_diffuse import DiffuseParams, diffuse, intensity
+from napari_diffuse.plan import make_plan
+
+
+def _median(run, repeat: int) -> float:
+    run()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", default="6000x4000", help="WIDTHxHEIGHT")
+    parser.add_argument("--preset", default="denoise: medium")
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args(argv)
+    width, height = (int(v) for v in args.size.lower().split("x"))
+    image = np.random.default_rng(0).random((height, width, 4), dtype=np.float32)
+    layout = intensity.check_image(image, -1, "dtype")
+    plan = make_plan(DiffuseParams.from_preset(args.preset))
+    from napari_diffuse import opencl_solver
+
+    steps = {
+        "np.empty_like + first touch (page faults)": lambda: np.empty_like(image).fill(0),
+        "np.empty_like + np.copyto": lambda: np.copyto(np.empty_like(image), image),
+        "min + max (NumPy, one thread)": lambda: (image.min(), image.max()),
+        "intensity.extremes (threaded, one pass)": lambda: intensity.extremes(image),
+        "np.sum (the former NaN/Inf check)": lambda: np.sum(image),
+        "check_image (value-range survey)": lambda: intensity.check_image(image, -1, None),
+        "to_planes (working-range check)": lambda: intensity.to_planes(image, layout),
+        "check_finite": lambda: intensity.check_finite(image[None], layout),
+        "from_planes": lambda: intensity.from_planes(image[None], layout),
+        "solver, host to host": lambda: opencl_solver.solve(image, plan),
+        "diffuse()": lambda: diffuse(image, preset=args.preset, channel_axis=-1,
+                                     backend="opencl"),
+    }
+    results = {}
+    for name, run in steps.items():
+        results[name] = _median(run, args.repeat)
+        print(f"{name:45s} {results[name] * 1e3:8.1f} ms", flush=True)
+    print(f"{'diffuse() - solver':45s} "
+          f"{(results['diffuse()'] - results['solver, host to host']) * 1e3:8.1f} ms")
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,164 @@
+"""The OpenCL program: kernel sources, build options per device kind, kernel tables.
+
+A :class:`Program` is the kernels built for one vector width, arithmetic mode and
+number of rows per work item, with each kernel's work-group shape fitted to the device.
+Contexts and built programs are cached per process and device (:func:`shared_context`,
+:func:`build`): every :class:`~napari_diffuse.opencl_engine.Engine` on a device shares
+them, so reconfiguring the solver or making another engine builds nothing again.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import pyopencl as cl
+
+from .opencl_devices import OpenCLUnavailable
+
+__all__ = ["KERNEL_FILES", "KERNEL_NAMES", "KernelShape", "Program", "build", "device_kind",
+           "read_source", "shared_context"]
+
+#: The kernel sources, concatenated in this order into one program.
+KERNEL_FILES = ("common.cl", "bspline.cl", "pde.cl", "inpaint.cl", "variance.cl",
+                "divergence.cl")
+KERNEL_NAMES = ("bspline_level", "pde_step", "luminance_mask", "inpaint_noise",
+                "keep_saturated", "variance_map", "peak")
+#: Precise arithmetic (no fused multiply-add, correctly rounded division and square root)
+#: per device kind: on a CPU it gives NumPy's results at no cost; on a GPU it costs time.
+PRECISE = {"GPU": False, "CPU": True}
+_CORRECT_ROUNDING = "-cl-fp32-correctly-rounded-divide-sqrt"
+
+
+class KernelShape(NamedTuple):
+    """How a filtering kernel is built and launched."""
+
+    vector_width: int  #: floats per work item (VEC in kernels/common.cl): 1, 2, 4 or 8
+    rows: int  #: rows per work item (ROWS): rows sharing vertical taps read them once
+    local_size: tuple[int, int]  #: work-group shape: packs of floats x blocks of rows
+
+
+#: The B-spline's shape per device kind (the other per-pixel kernels share its program):
+#: 8 floats fill a CPU's AVX registers, 4 keep a GPU's loads 16 bytes wide, and on a GPU
+#: the vertical taps of 2 rows are read once (2 and 4 ran alike on an H200, 2026-12-04).
+BSPLINE_SHAPE = {"GPU": KernelShape(4, 2, (64, 2)), "CPU": KernelShape(8, 1, (64, 4))}
+#: The PDE's shape per device kind: on a GPU it is bound by its arithmetic and registers
+#: (two 3x3 stencils per float), so 2 floats per work item (1 where the channel count is
+#: odd) and 4 rows sharing their stencil rows ran fastest on an H200 (2026-12-04).
+PDE_SHAPE = {"GPU": KernelShape(2, 4, (64, 2)), "CPU": KernelShape(8, 1, (64, 4))}
+#: On a GPU, the shapes for images whose channel count the vector width does not divide
+#: (one float per work item; 1-channel planes ran fastest so on an H200, 2026-12-04).
+SCALAR_SHAPE = {"bspline_level": KernelShape(1, 2, (64, 2)),
+                "pde_step": KernelShape(1, 2, (64, 2))}
+#: Cheaper reciprocals in the PDE (``native_rsqrt``, ``native_divide``) per device kind,
+#: unless arithmetic is precise; within darktable's tolerances, same at every shape.
+FAST_MATH = {"GPU": True, "CPU": False}
+
+_lock = threading.Lock()
+_contexts: dict[int, cl.Context] = {}
+_programs: dict[tuple, cl.Program] = {}
+
+
+def device_kind(device) -> str:
+    """``"GPU"`` or ``"CPU"`` (anything else is treated as a CPU)."""
+    return "GPU" if device.type & cl.device_type.GPU else "CPU"
+
+
+def read_source(folder: Path) -> str:
+    """The program's source: :data:`KERNEL_FILES` in ``folder``, concatenated."""
+    try:
+        return "\n".join((folder / name).read_text() for name in KERNEL_FILES)
+    except OSError as error:
+        raise OpenCLUnavailable(f"cannot read the OpenCL kernels in {folder}: {error}") from error
+
+
+def shared_context(device) -> cl.Context:
+    """This process's context on ``device``, made on first use."""
+    key = device.int_ptr
+    with _lock:
+        if key not in _contexts:
+            _contexts[key] = cl.Context([device])
+        return _contexts[key]
+
+
+def build(context, device, source: str, options: tuple[str, ...]) -> cl.Program:
+    """``source`` built with ``options`` for ``device``, once per process (a failed build
+    raises each time, with the build log)."""
+    key = (context.int_ptr, device.int_ptr, source, options)
+    with _lock:
+        program = _programs.get(key)
+    if program is None:
+        program = cl.Program(context, source).build(options=list(options), devices=[device])
+        with _lock:
+            program = _programs.setdefault(key, program)
+    return program
+
+
+class Program:
+    """The kernels built for one vector width, mode and rows per item, with their fitted
+    work-group shapes and a pool of kernel objects (each holds its own arguments)."""
+
+    def __init__(self, context, device, source: str, shape: KernelShape, precise: bool,
+                 fast_math: bool = False, extra_options: tuple[str, ...] = ()):
+        options = [f"-DVEC={shape.vector_width}", f"-DROWS={shape.rows}", *extra_options]
+        if precise:
+            options.append("-DPRECISE")
+            if device.single_fp_config & cl.device_fp_config.CORRECTLY_ROUNDED_DIVIDE_SQRT:
+                options.append(_CORRECT_ROUNDING)
+        elif fast_math:
+            options.append("-DFAST_MATH")
+        program = build(context, device, source, tuple(options))
+        self._program = program
+        self._pool: dict[tuple[str, object], cl.Kernel] = {}
+        self.shape = shape
+        self.vector_width = shape.vector_width
+        self.rows = shape.rows
+        self.kernels = {name: cl.Kernel(program, name) for name in KERNEL_NAMES}
+        self.local = {name: self._fitted(kernel, device, shape.local_size)
+                      for name, kernel in self.kernels.items()}
+
+    def pooled(self, name: str, key) -> cl.Kernel:
+        """Kernel object ``key`` of ``name``, made once: each holds its own arguments
+        (creating one costs about 0.3 ms of host time in pyopencl)."""
+        if (name, key) not in self._pool:
+            self._pool[(name, key)] = cl.Kernel(self._program, name)
+        return self._pool[(name, key)]
+
+    @staticmethod
+    def _fitted(kernel, device, local_size: tuple[int, int]) -> tuple[int, int]:
+        """``local_size`` shrunk (rows first) to what ``kernel`` can run in one work-group."""
+        largest = kernel.get_work_group_info(cl.kernel_work_group_info.WORK_GROUP_SIZE, device)
+        lx, ly = local_size
+        while lx * ly > largest:
+            if ly > 1:
+                ly //= 2
+            else:
+                lx //= 2
+        return lx, ly
+
+    def rows_geometry(self, name: str, height: int, width: int, channels: int, mult: int,
+                      planes: int = 1, plane_stride: int = 0):
+        """Global size and geometry arguments of a filtering kernel at dilation ``mult``:
+        packs of floats x blocks of :attr:`rows` ranks in the row's class x (batch plane,
+        row class), for ``planes`` planes ``plane_stride`` floats apart (see
+        kernels/common.cl)."""
+        classes = min(mult, height)
+        per_class = -(-height // classes)
+        lx, ly = self.local[name]
+        packs = -(-width * channels // self.vector_width)
+        size = (round_up(packs, lx), round_up(-(-per_class // self.rows), ly),
+                classes * planes)
+        aligned = channels % self.vector_width == 0
+        return size, (np.int32(width), np.int32(height), np.int32(channels), np.int32(mult),
+                      np.int32(classes), np.int32(aligned), np.int32(plane_stride))
+
+    def pixels_geometry(self, name: str, height: int, width: int) -> tuple[int, int]:
+        """Global size of a kernel with one work item per pixel."""
+        lx, ly = self.local[name]
+        return round_up(width, lx), round_up(height, ly)
+
+
+def round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
