@@ -181,6 +181,30 @@ def test_large_numpy_input_is_chunked(monkeypatch):
     np.testing.assert_allclose(chunked, whole, rtol=0, atol=TOLERANCE)
 
 
+def test_dask_progress_counts_chunks_and_can_stop():
+    image = _image((120, 100))
+    source = da.from_array(image, chunks=(60, 50))
+    settings = {"preset": "denoise: medium", "iterations": 3, **NUMPY}
+    reports = []
+    lazy = diffuse(source, progress=lambda done, total: reports.append((done, total)),
+                   **settings)
+    assert reports == []  # nothing runs before compute
+    np.testing.assert_allclose(lazy.compute(scheduler="threads"),
+                               diffuse(source, **settings).compute(), rtol=0, atol=0)
+    total = reports[0][1]  # every block's 3 iterations, one report each
+    assert total % 3 == 0 and len(reports) == total
+    assert sorted(reports) == [(done, total) for done in range(1, total + 1)]
+
+    class Stop(Exception):
+        pass
+
+    def stop(done, total):
+        raise Stop
+
+    with pytest.raises(Stop):
+        diffuse(source, progress=stop, **settings).compute(scheduler="synchronous")
+
+
 def test_opencl_is_not_chunked_on_the_host(monkeypatch, opencl_device):
     # the OpenCL solver tiles on its device: a small host budget must not cut the image
     image = _image((301, 287))
@@ -229,7 +253,7 @@ def test_lazy_luminance_mask_and_variance_map():
     ({"depth": "most"}, ValueError, "accepted: 'auto', 'full'"),
     ({"chunks": 0}, ValueError, "chunks=0"),
     ({"chunks": (10, 10, 10)}, ValueError, r"\(rows, cols\)"),
-    ({"progress": print}, TypeError, "ProgressBar"),
+    ({"progress": 3}, TypeError, r"progress=3 is not callable"),
 ])
 def test_bad_chunking_arguments(kwargs, error, match):
     source = da.zeros((40, 30), chunks=20, dtype=np.float32)

@@ -149,9 +149,11 @@ def diffuse(image, params: DiffuseParams | None = None, *, preset: str | None = 
           dask array once, now).
     progress : callable, optional
         Called as ``progress(done, total)`` after each iteration of each plane (of each
-        chunk, when chunked); it may raise an exception to stop the run. Not accepted
-        with dask input, which computes later: use ``dask.diagnostics.ProgressBar`` or
-        the distributed dashboard.
+        chunk, when chunked); it may raise an exception to stop the run. With dask input
+        it is called later, while the result is computed, from the threads computing its
+        chunks (``total`` counts the iterations of every chunk; raising stops the
+        chunks computing then at their next iteration): for local schedulers (threads,
+        synchronous); with a distributed cluster use its dashboard instead.
     chunks : int or (int, int), optional
         Spatial chunk size (rows, columns), without the overlap. Dask input: default is
         its own chunks when they hold the overlap, else 2048. NumPy input is chunked
@@ -189,7 +191,8 @@ def diffuse(image, params: DiffuseParams | None = None, *, preset: str | None = 
         inpaint: no ``mask`` and ``luminance_threshold`` 0, or an all-False ``mask``)
         return an exact copy of the input, for every dtype, without running the solver
         (which would clip negative working values to 0 and round through float32); the
-        input is still checked (NaN/Inf, working range) and ``progress`` is called once.
+        input is still checked (NaN/Inf, working range) and ``progress`` is called once
+        (NumPy input).
 
     Warns
     -----
@@ -236,7 +239,8 @@ def diffuse(image, params: DiffuseParams | None = None, *, preset: str | None = 
     chunking = dict(backend=backend, mask=mask, chunks=chunks, depth=depth,
                     name=_name(params, preset))
     if tiling.is_dask(image):
-        return tiling.diffuse_lazy(image, layout, params, plan, exact=exact, **chunking)
+        return tiling.diffuse_lazy(image, layout, params, plan, exact=exact,
+                                   progress=progress, **chunking)
     if tiling.needs_chunks(layout, plan, chunks=chunks,
                            exact=exact or (solver.TILES_ON_DEVICE and chunks is None)):
         result = tiling.diffuse_chunked(np.asarray(image), layout, params, plan,
@@ -280,9 +284,6 @@ def _check_options(image, backend: str, progress, chunks, depth) -> None:
         raise TypeError(f"progress={progress!r} is not callable; pass a function "
                         "progress(done, total), or None")
     get_solver(backend)
-    if tiling.is_dask(image) and progress is not None:
-        raise TypeError("progress is not used with dask input (it is computed later); "
-                        "use dask.diagnostics.ProgressBar or the distributed dashboard")
 
 
 def _diffuse_missing(image, params, *, preset, channel_axis, mask, backend, value_range,

@@ -169,7 +169,7 @@ def diffuse_with_missing(image, nan: str, *, channel_axis: int | None, mask, val
         return run(image, None, mask=mask, value_range=value_range, progress=progress)
     if tiling.is_dask(image):
         return _lazy(image, nan, channel_axis=channel_axis, mask=mask,
-                     value_range=value_range, run=run)
+                     value_range=value_range, progress=progress, run=run)
     image = np.asarray(image)
     missing = _missing_pixels(image, channel_axis)
     if not missing.any():
@@ -214,9 +214,10 @@ def _fill_block(block: np.ndarray, *, channel_axis: int | None, nan: str,
                iterations=fill_iterations(farthest, nan))
 
 
-def _lazy(image, nan: str, *, channel_axis: int | None, mask, value_range, run):
+def _lazy(image, nan: str, *, channel_axis: int | None, mask, value_range, progress, run):
     """The dask path: start and fill block by block (overlap :data:`FILL_DEPTH`), then the
-    caller's settings lazily on the filled image, then the non-finite values back."""
+    caller's settings lazily on the filled image (``progress`` counts these), then the
+    non-finite values back."""
     import dask.array as da
 
     channel = _axis(image.ndim, channel_axis)
@@ -235,7 +236,7 @@ def _lazy(image, nan: str, *, channel_axis: int | None, mask, value_range, run):
         missing = da.any(~da.isfinite(image), axis=channel) if channel is not None \
             else ~da.isfinite(image)
         joined = da.logical_or(da.asarray(mask), missing)
-    result = run(filled, None, mask=joined, value_range=value_range, progress=None)
+    result = run(filled, None, mask=joined, value_range=value_range, progress=progress)
     if nan == "keep":
         result = da.where(da.isfinite(image), result, image)
     return result

@@ -428,17 +428,21 @@ def _spatial_input_chunks(image, layout: intensity.Layout):
 
 def diffuse_lazy(image, layout: intensity.Layout, params: DiffuseParams, plan: Plan, *,
                  backend: str, mask=None, chunks=None, depth="auto", exact: bool = False,
+                 progress: Callable[[int, int], None] | None = None,
                  name: str = "these settings"):
     """Return the lazy diffusion of a dask ``image``: same shape, dtype and chunks.
 
     Nothing is computed; values are checked (NaN/Inf) chunk by chunk when computed.
-    See :func:`plan_tiling` for ``chunks``, ``depth`` and ``exact``.
+    See :func:`plan_tiling` for ``chunks``, ``depth`` and ``exact``. ``progress(done,
+    total)`` is called from the chunks as they compute, counting iterations over all of
+    them (a local scheduler's threads; it may raise to stop them).
     """
     tiling = plan_tiling(layout.spatial_shape, layout.channels, params, plan, chunks=chunks,
                          depth=depth, exact=exact, name=name,
                          input_chunks=_spatial_input_chunks(image, layout))
     result = _map_blocks(image, layout, plan, backend=backend, mask=mask,
-                         operation="solve", tiling=tiling)
+                         operation="solve", tiling=tiling,
+                         progress=_counter(progress, layout, tiling, plan))
     return _caller_axes(result, layout).rechunk(image.chunks)
 
 
@@ -453,7 +457,15 @@ class _ProgressCounter:
         with self._lock:
             self._done += 1
             done_now = self._done
-        self._progress(done_now, self._total)
+        self._progress(min(done_now, self._total), self._total)
+
+
+def _counter(progress, layout: intensity.Layout, tiling: Tiling, plan: Plan):
+    """One :class:`_ProgressCounter` over every block's iterations (None without progress)."""
+    if progress is None:
+        return None
+    blocks = math.prod(layout.leading_shape) * math.prod(len(c) for c in tiling.chunks)
+    return _ProgressCounter(progress, blocks * plan.iterations)
 
 
 def diffuse_chunked(image: np.ndarray, layout: intensity.Layout, params: DiffuseParams,
@@ -468,10 +480,9 @@ def diffuse_chunked(image: np.ndarray, layout: intensity.Layout, params: Diffuse
 
     tiling = plan_tiling(layout.spatial_shape, layout.channels, params, plan, chunks=chunks,
                          depth=depth, name=name)
-    blocks = math.prod(layout.leading_shape) * math.prod(len(c) for c in tiling.chunks)
-    counter = None if progress is None else _ProgressCounter(progress, blocks * plan.iterations)
     result = _map_blocks(da.from_array(image, chunks=-1), layout, plan, backend=backend,
-                         mask=mask, operation="solve", tiling=tiling, progress=counter)
+                         mask=mask, operation="solve", tiling=tiling,
+                         progress=_counter(progress, layout, tiling, plan))
     return np.ascontiguousarray(_caller_axes(result, layout).compute(scheduler="threads"))
 
 
