@@ -6,7 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import dask.array as da
 import numpy as np
 import pytest
 from hypothesis import given
@@ -459,23 +458,6 @@ def test_mask_layers_inpaint(viewer, widget, qtbot):
     widget.mask.value = labels
     run_and_wait(widget, qtbot)
     np.testing.assert_array_equal(outputs(viewer)["result"].data, shown)
-
-
-def test_dask_layer_is_passed_through(viewer, widget, qtbot, monkeypatch):
-    data = images()["stack"][0]
-    lazy = da.from_array(data, chunks=(1, 32, 36))
-    seen = []
-    real_diffuse = api.diffuse
-    monkeypatch.setattr(api, "diffuse", lambda image, *a, **k: (seen.append(type(image)),
-                                                                 real_diffuse(image, *a, **k))[1])
-    widget.input.value = viewer.add_image(lazy, name="lazy", contrast_limits=(0, 1))
-    widget.set_params(FAST)
-    run_and_wait(widget, qtbot)
-    assert seen == [da.Array]
-    result = outputs(viewer)["result"].data
-    assert isinstance(result, da.Array)  # lazy: napari computes the planes it shows
-    np.testing.assert_array_equal(np.asarray(result), real_diffuse(data, FAST,
-                                                                   value_range=None))
 
 
 # ----------------------------------------------------------------------------- refusals

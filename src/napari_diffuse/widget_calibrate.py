@@ -94,6 +94,11 @@ def view_region(viewer: napari.viewer.Viewer, layer: Layer,
                          "'automatic' or a Shapes rectangle")
     corners = np.asarray(layer.corner_pixels)[:, axes]  # inclusive, clipped to the image
     (y0, x0), (y1, x1) = corners[0], corners[1] + 1
+    if getattr(layer, "multiscale", False):  # corners of the level drawn: to level 0
+        fy, fx = np.asarray(layer.downsample_factors[layer.data_level])[axes]
+        height, width = np.asarray(layer.level_shapes[0])[axes]
+        y0, x0 = np.floor(y0 * fy), np.floor(x0 * fx)
+        y1, x1 = min(height, np.ceil(y1 * fy)), min(width, np.ceil(x1 * fx))
     return int(y0), int(x0), int(y1), int(x1)
 
 
@@ -153,7 +158,7 @@ def _calibrate(job: _CalibrationJob,
                progress: Callable[[int, int], None]) -> tuple[DiffuseParams, Calibration]:
     """The worker's task: :func:`calibrate` on the job's input (the mask for inpainting)."""
     source = job.source
-    data = source.layer.data
+    data = source.data
     if source.nan != "error":  # missing pixels take their nearest finite pixel's values
         data = started(data, source.channel_axis)
     return calibrate(data, job.task,
@@ -230,7 +235,7 @@ class CalibrateMixin:
             raise ValueError("inpaint calibration needs the holes: choose a Labels or Shapes "
                              "layer as 'inpaint mask'")
         choice = self.calibration_region.value
-        data = source.layer.data
+        data = source.data
         if choice == AUTOMATIC:
             region = None
         elif choice == CURRENT_VIEW:

@@ -3,11 +3,22 @@
 :class:`Source` is read from the input controls in the GUI thread; :func:`compute` runs
 in the worker thread and calls the api only (:func:`napari_diffuse.diffuse`,
 :func:`~napari_diffuse.luminance_mask`, :func:`~napari_diffuse.variance_map`).
+
+NumPy layers are diffused in memory, with progress per iteration. Lazy layers (dask,
+zarr and other array-likes, multiscale pyramids) are not handed to napari as lazy dask
+graphs, which napari would compute on its main thread at every redraw: the api's lazy
+result is computed here, chunk by chunk, into a NumPy or zarr store
+(:mod:`napari_diffuse.result_store`), with progress per chunk and Cancel. A multiscale
+input gives a multiscale result (level 0 diffused, the lower levels block means of it
+with the input's level shapes); a large single-scale result gets a display pyramid
+(:func:`~napari_diffuse.result_store.display_levels`), so that napari reads only what it
+shows.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -15,11 +26,16 @@ from typing import Any
 import numpy as np
 from napari.layers import Image, Labels, Layer, Shapes
 
-from . import api, intensity, tiling
+from . import api, intensity, result_store, tiling
 from .params import DiffuseParams
 from .widget_controls import VALUE_RANGES
 
-__all__ = ["Source", "Job", "Outcome", "compute", "compute_all", "make_source", "rasterise"]
+__all__ = ["Source", "Job", "Outcome", "compute", "compute_all", "job_total", "is_lazy",
+           "make_source", "rasterise", "LAZY_CHUNK"]
+
+#: Spatial chunk edge for lazy array-likes that have no chunks of their own (and for the
+#: levels of a NumPy multiscale layer).
+LAZY_CHUNK = 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +48,11 @@ class Source:
     mask: np.ndarray | None
     backend: str
     nan: str
+
+    @property
+    def data(self):
+        """The input's array: the full-resolution level of a multiscale layer."""
+        return _levels(self.layer)[0]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,38 +68,170 @@ class Job:
 
 @dataclasses.dataclass(frozen=True)
 class Outcome:
-    """What a run gives back to the GUI thread."""
+    """What a run gives back to the GUI thread.
+
+    ``result``, ``luminance_mask`` and ``variance_map`` are NumPy or zarr arrays, or lists
+    of them (largest first) for a multiscale layer; ``luminance_mask`` is uint8 for a lazy
+    input. ``stored`` holds a lazy input's store (its zarr folder, if any).
+    """
 
     result: Any
     luminance_mask: Any
     variance_map: Any
     variance_limits: tuple[float, float] | None
     seconds: float
+    stored: result_store.Stored | None = None
+
+    def discard(self) -> None:
+        """Remove the run's zarr folder (the outcome will not be shown)."""
+        if self.stored is not None:
+            self.stored.discard()
+
+
+def is_lazy(layer: Layer) -> bool:
+    """Whether ``layer`` is computed into a store (:mod:`.result_store`): a multiscale
+    layer, or data other than a NumPy array (dask, zarr...)."""
+    return bool(getattr(layer, "multiscale", False)) or not isinstance(layer.data, np.ndarray)
 
 
 def compute(job: Job, progress: Callable[[int, int], None]) -> Outcome:
-    """Run the api on the job's input.
+    """Run the api on the job's input, in the worker thread.
 
-    Dask data is passed through: the api returns lazy arrays, computed when napari
-    shows them, so there is no progress to report (nor anything to cancel) here.
+    NumPy input: ``progress(done, total)`` counts iterations (of every plane). Lazy input
+    (:func:`is_lazy`): the api's lazy result is computed chunk by chunk into a store and
+    ``progress`` counts chunks (see :func:`napari_diffuse.result_store.compute_to_store`);
+    it is also called every 0.1 s, so that Cancel (``progress`` raising) stops the run
+    within that time, leaving no zarr folder behind.
     """
+    if is_lazy(job.source.layer):
+        return _compute_lazy(job, progress)
     start = time.perf_counter()
     source = job.source
     data = source.layer.data
     common = dict(channel_axis=source.channel_axis, value_range=source.value_range,
                   nan=source.nan)
-    lazy = tiling.is_dask(data)
     result = api.diffuse(data, job.params, mask=source.mask, backend=source.backend,
-                         progress=None if lazy else progress, **common)
+                         progress=progress, **common)
     mask = _diffusion_mask(data, job, common) if job.want_mask else None
     variance = limits = None
     if job.want_variance:
         variance = api.variance_map(data, job.params, mask=source.mask,
                                     backend=source.backend, **common)
-        first_plane = np.asarray(variance[(0,) * (variance.ndim - 2)])
-        low, high = np.percentile(first_plane, [0.5, 99.5])
-        limits = (float(low), float(max(high, low + 1e-6)))
+        limits = _limits(variance)
+    # a large result is shown through a display pyramid (napari draws only what it shows)
+    lower = result_store.display_levels(
+        result.shape, _spatial_axes(result.ndim, source.channel_axis), in_memory=True)
+    if lower:
+        reduced = [_without(shape, source.channel_axis) for shape in lower]
+        result = result_store.pyramid(result, lower)
+        mask = None if mask is None else result_store.pyramid(
+            np.asarray(mask, np.uint8), reduced, "nearest")
+        variance = None if variance is None else result_store.pyramid(variance, reduced)
     return Outcome(result, mask, variance, limits, time.perf_counter() - start)
+
+
+def _limits(variance) -> tuple[float, float]:
+    """Display limits of a variance map: its first plane's 0.5 and 99.5 percentiles (of
+    at most about a million pixels, read from the smallest level of a pyramid)."""
+    level = variance[-1] if isinstance(variance, list) else variance
+    lead = (0,) * (len(level.shape) - 2)
+    step = max(1, int(np.sqrt(level.shape[-2] * level.shape[-1] / 1e6)))
+    plane = np.asarray(level[(*lead, slice(None, None, step), slice(None, None, step))])
+    low, high = np.percentile(plane, [0.5, 99.5])
+    return float(low), float(max(high, low + 1e-6))
+
+
+def _levels(layer: Layer) -> list:
+    """The layer's arrays: every level of a multiscale layer, else its data."""
+    return list(layer.data) if layer.multiscale else [layer.data]
+
+
+def _spatial_axes(ndim: int, channel_axis: int | None) -> list[int]:
+    axis = None if channel_axis is None else channel_axis % ndim
+    return [i for i in range(ndim) if i != axis][-2:]
+
+
+def _as_dask(array, channel_axis: int | None):
+    """A dask view of a lazy level: as it is if dask, else in its own chunks (zarr), else
+    single planes of :data:`LAZY_CHUNK` pixels with all channels."""
+    import dask.array as da
+
+    if tiling.is_dask(array):
+        return array
+    chunks = getattr(array, "chunks", None)
+    if not (isinstance(chunks, tuple) and len(chunks) == len(array.shape)
+            and all(isinstance(c, (int, np.integer)) for c in chunks)):
+        spatial = _spatial_axes(len(array.shape), channel_axis)
+        axis = None if channel_axis is None else channel_axis % len(array.shape)
+        chunks = tuple(LAZY_CHUNK if a in spatial else n if a == axis else 1
+                       for a, n in enumerate(array.shape))
+    return da.from_array(array, chunks=chunks, asarray=True, lock=False)
+
+
+def _without(shape: tuple[int, ...], channel_axis: int | None) -> tuple[int, ...]:
+    axis = None if channel_axis is None else channel_axis % len(shape)
+    return tuple(n for i, n in enumerate(shape) if i != axis)
+
+
+def _compute_lazy(job: Job, progress: Callable[[int, int], None]) -> Outcome:
+    """A lazy input's run: the api's lazy arrays computed into a store."""
+    start = time.perf_counter()
+    source, params = job.source, job.params
+    levels, channel_axis = _levels(source.layer), source.channel_axis
+    shape, dtype = tuple(levels[0].shape), np.dtype(levels[0].dtype)
+    reduced = _without(shape, channel_axis)
+    level0_bytes = math.prod(shape) * dtype.itemsize + math.prod(reduced) * (
+        int(job.want_mask) + 4 * int(job.want_variance))
+    budget = result_store.in_memory_budget()
+    in_memory = level0_bytes * 4 // 3 <= budget  # a pyramid adds at most a third
+    if len(levels) > 1:
+        lower = tuple(tuple(level.shape) for level in levels[1:])
+        lower_reduced = tuple(_without(s, channel_axis) for s in lower)
+    else:
+        lower = tuple(result_store.display_levels(
+            shape, _spatial_axes(len(shape), channel_axis), in_memory=in_memory))
+        lower_reduced = tuple(_without(s, channel_axis) for s in lower)
+    common = dict(channel_axis=channel_axis, value_range=source.value_range, nan=source.nan)
+
+    def build(check) -> list[result_store.Wanted]:  # in the store's helper thread
+        image = _as_dask(levels[0], channel_axis)
+        # the chunks computing when Cancel comes stop at their next iteration
+        result = api.diffuse(image, params, mask=source.mask, backend=source.backend,
+                             progress=check, **common)
+        wanted = [result_store.Wanted(result, lower, "mean")]
+        if job.want_mask:
+            wanted.append(result_store.Wanted(_lazy_diffusion_mask(image, job, common, result),
+                                              lower_reduced, "nearest"))
+        if job.want_variance:
+            variance = api.variance_map(image, params, mask=source.mask,
+                                        backend=source.backend, **common)
+            wanted.append(result_store.Wanted(variance, lower_reduced, "mean"))
+        return wanted
+
+    stored = result_store.compute_to_store(build, progress,
+                                           budget=budget if in_memory else 0)
+    arrays = iter(stored.arrays)
+    result = next(arrays)
+    mask = next(arrays) if job.want_mask else None
+    variance = next(arrays) if job.want_variance else None
+    limits = _limits(variance) if variance is not None else None
+    return Outcome(result, mask, variance, limits, time.perf_counter() - start, stored)
+
+
+def _lazy_diffusion_mask(image, job: Job, common: dict, result):
+    """:func:`_diffusion_mask` of a dask image, lazily, as uint8 in the result's chunks."""
+    import dask.array as da
+
+    source = job.source
+    axis = None if source.channel_axis is None else source.channel_axis % image.ndim
+    full = _without(tuple(image.shape), source.channel_axis)
+    chunks = tuple(c for i, c in enumerate(result.chunks) if i != axis)
+    if source.mask is not None:
+        mask = np.broadcast_to(np.asarray(source.mask, bool), full)
+        return da.from_array(mask, chunks=chunks).astype(np.uint8)
+    if job.params.luminance_threshold <= 0.0:
+        return da.ones(full, dtype=np.uint8, chunks=chunks)
+    return api.luminance_mask(image, job.params, **common).astype(np.uint8).rechunk(chunks)
 
 
 def _diffusion_mask(data, job: Job, common: dict):
@@ -100,19 +253,39 @@ def _mask_shape(data, channel_axis: int | None) -> tuple[int, ...]:
 
 def compute_all(jobs: list[Job], progress: Callable[[int, int], None]) -> list[Outcome]:
     """Run several jobs one after the other (one run over several selected layers), with
-    one progress count over all of them."""
-    totals = [max(1, job.params.iterations) * _planes(job) for job in jobs]
+    one progress count over all of them (each job's share is its :func:`job_total`).
+
+    When a job fails or is cancelled, the stores of the jobs done before it are removed.
+    """
+    if len(jobs) == 1:
+        return [compute(jobs[0], progress)]
+    totals = [job_total(job) for job in jobs]
     total, outcomes = sum(totals), []
-    for index, job in enumerate(jobs):
-        before = sum(totals[:index])
-        outcomes.append(compute(job, lambda done, _total, before=before:
-                                progress(before + done, total)))
+    try:
+        for index, job in enumerate(jobs):
+            before, share = sum(totals[:index]), totals[index]
+
+            def report(done: int, of: int, before=before, share=share) -> None:
+                progress(before + min(share, done * share // max(1, of)), total)
+
+            outcomes.append(compute(job, report))
+    except BaseException:
+        for outcome in outcomes:
+            outcome.discard()
+        raise
     return outcomes
 
 
-def _planes(job: Job) -> int:
-    shape = _mask_shape(job.source.layer.data, job.source.channel_axis)
-    return int(np.prod(shape[:-2], dtype=np.int64)) if len(shape) > 2 else 1
+def job_total(job: Job) -> int:
+    """The progress steps of a job, as far as known before it runs: iterations times
+    planes for NumPy input, the number of chunks of a lazy input (its level 0)."""
+    layer = job.source.layer
+    if is_lazy(layer):
+        level = _as_dask(_levels(layer)[0], job.source.channel_axis)
+        return max(1, math.prod(len(c) for c in level.chunks))
+    shape = _mask_shape(layer.data, job.source.channel_axis)
+    planes = int(np.prod(shape[:-2], dtype=np.int64)) if len(shape) > 2 else 1
+    return max(1, job.params.iterations) * planes
 
 
 def rasterise(mask_layer: Labels | Shapes, spatial: tuple[int, ...], full: tuple[int, ...]):
@@ -156,18 +329,16 @@ def make_source(layer: Layer, *, channel_axis: int | None, value_range: str,
     Raises
     ------
     ValueError, TypeError
-        Naming what is wrong (not an Image layer, a multiscale layer, a bad shape or
-        dtype, a mask drawn in the wrong dimensions); checked before any work.
+        Naming what is wrong (not an Image layer, a bad shape or dtype, a mask drawn in
+        the wrong dimensions); checked before any work. A multiscale layer is accepted:
+        its full-resolution level is diffused (:func:`compute`).
     """
     if not isinstance(layer, Image):
         raise TypeError(f"the input {layer.name!r} is a {type(layer).__name__} layer; "
                         "choose an Image layer (a Labels layer holds label ids, not "
                         "intensities: convert it to an Image layer first)")
-    if layer.multiscale:
-        raise ValueError(f"the input {layer.name!r} is a multiscale (pyramid) layer; "
-                         "add its full-resolution level as its own Image layer")
     channel_axis = -1 if layer.rgb else channel_axis
-    data = layer.data
+    data = _levels(layer)[0]
     # bad shapes and dtypes, before any work ("dtype" reads no data)
     intensity.check_image(data, channel_axis, "dtype")
     if value_range == "contrast limits":

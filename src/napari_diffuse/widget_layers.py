@@ -55,11 +55,16 @@ def _mine(layer: Layer, source: str, role: str) -> bool:
 
 def _put(viewer, source: str, role: str, kind: type[Layer], data, *, keep: bool,
          below: Layer | None = None, **properties) -> Layer:
-    """Replace the data of ``source``'s ``role`` layer, or add a layer (below ``below``)."""
+    """Replace the data of ``source``'s ``role`` layer, or add a layer (below ``below``).
+
+    ``data`` is an array, or a list of arrays (largest first) for a multiscale layer; a
+    multiscale layer is always replaced by a new one."""
     metadata = {METADATA_KEY: {"source": source, "role": role, "name": properties["name"]}}
     existing = None if keep else next(
         (other for other in viewer.layers if _mine(other, source, role)), None)
-    fits = (isinstance(existing, kind) and existing.data.shape == data.shape
+    multiscale = isinstance(data, list)
+    fits = (isinstance(existing, kind) and not multiscale and not existing.multiscale
+            and existing.data.shape == data.shape
             and getattr(existing, "rgb", False) == properties.get("rgb", False))
     if fits:
         existing.data = data
@@ -68,7 +73,7 @@ def _put(viewer, source: str, role: str, kind: type[Layer], data, *, keep: bool,
                 setattr(existing, key, properties[key])
         existing.metadata = {METADATA_KEY: {**metadata[METADATA_KEY], "name": existing.name}}
         return existing
-    new = kind(data, metadata=metadata, **properties)
+    new = kind(data, metadata=metadata, multiscale=multiscale, **properties)
     if existing is not None:
         index = viewer.layers.index(existing)
         viewer.layers.remove(existing)
@@ -97,7 +102,7 @@ def publish(viewer, layer: Image, channel_axis: int | None, label: str, outcome,
     label : str
         What ran (:func:`settings_label`), for the names.
     outcome : widget_jobs.Outcome
-        The run's arrays.
+        The run's arrays (NumPy, zarr, or lists of levels: multiscale layers).
     keep : bool
         Add new layers instead of replacing the previous run's.
 
@@ -117,8 +122,10 @@ def publish(viewer, layer: Image, channel_axis: int | None, label: str, outcome,
                   contrast_limits=layer.contrast_limits, gamma=layer.gamma,
                   colormap=layer.colormap, **placement)
     if outcome.luminance_mask is not None:
-        _put(viewer, source, "luminance mask", Labels,
-             outcome.luminance_mask.astype(np.uint8), keep=keep, below=result,
+        mask = outcome.luminance_mask  # uint8 already when stored (lazy input)
+        if isinstance(mask, np.ndarray):
+            mask = mask.astype(np.uint8)
+        _put(viewer, source, "luminance mask", Labels, mask, keep=keep, below=result,
              name=f"{layer.name} [luminance mask]", opacity=0.5, **reduced)
     if outcome.variance_map is not None:
         _put(viewer, source, "variance map", Image, outcome.variance_map, keep=keep,
