@@ -54,7 +54,7 @@ from .widget_controls import (
     make_control,
     param_value,
 )
-from .widget_jobs import Job, Outcome, Source, compute_all, make_source
+from .widget_jobs import Job, Outcome, Source, compute_all, job_total, make_source
 from .widget_layers import METADATA_KEY, publish, role_of, settings_label
 from .widget_presets import PresetsMixin
 from .widget_preview import PreviewMixin
@@ -350,7 +350,8 @@ class DiffuseWidget(CalibrateMixin, PresetsMixin, PreviewMixin, Container):
         arguments = ", ".join(f"{key}={value!r}" for key, value in changed.items())
         lines = ["from napari_diffuse import DiffuseParams, diffuse", "",
                  f"params = DiffuseParams({arguments})",
-                 f"image = viewer.layers[{name!r}].data"]
+                 f"image = viewer.layers[{name!r}].data"
+                 + ("[0]  # full resolution" if getattr(layer, "multiscale", False) else "")]
         options = []
         try:
             source = self._source()
@@ -406,9 +407,8 @@ class DiffuseWidget(CalibrateMixin, PresetsMixin, PreviewMixin, Container):
         except (ValueError, TypeError) as err:
             self._fail(str(err))
             return None
-        self._stop_preview()
         names = ", ".join(job.source.layer.name for job in jobs)
-        total = sum(job.params.iterations for job in jobs)
+        total = sum(job_total(job) for job in jobs)
         return self._start(compute_all, jobs, lambda outcomes: self._on_returned(jobs, outcomes),
                            busy_with="diffuse or sharpen", total=total,
                            status=f"running {jobs[0].preset} on {names}…")
@@ -445,7 +445,8 @@ class DiffuseWidget(CalibrateMixin, PresetsMixin, PreviewMixin, Container):
     def _start(self, compute: Callable, job, on_returned: Callable, *, busy_with: str,
                total: int, status: str) -> FunctionWorker:
         """Run ``compute(job, progress)`` in the widget's runner (progress bar, Cancel);
-        shared by :meth:`run` and :meth:`calibrate`."""
+        shared by :meth:`run` and :meth:`calibrate`; a live preview's run is stopped."""
+        self._stop_preview()
         self.progress.max = max(1, total)
         self.progress.value = 0
         self.status.value = status
