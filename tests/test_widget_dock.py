@@ -41,6 +41,9 @@ def widget(make_napari_viewer):
 def test_the_dock_is_at_most_480_px_wide_and_run_is_always_visible(window, qtbot):
     viewer, dock, widget = window
     assert dock.width() <= 480, dock.width()
+    scroll = widget.root_native_widget  # every control fits the width: no sideways scrolling
+    assert not scroll.horizontalScrollBar().isVisible()
+    assert scroll.viewport().width() >= scroll.widget().minimumSizeHint().width()
     for name in ("run_button", "cancel_button", "progress", "status"):
         control = getattr(widget, name).native
         bottom = control.mapTo(dock, control.rect().bottomLeft()).y()

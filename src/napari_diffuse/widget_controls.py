@@ -15,8 +15,8 @@ import dataclasses
 from typing import Any
 
 from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, SpinBox
-from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QVBoxLayout, QWidget
+from qtpy.QtCore import QEvent, QObject, Qt
+from qtpy.QtWidgets import QScrollArea, QVBoxLayout, QWidget
 from superqt import QCollapsible
 
 from .params import FieldSpec
@@ -141,6 +141,25 @@ def short_label(label: str) -> str:
     return label.split(" (")[0]
 
 
+class _FitWidth(QObject):
+    """Keeps a scroll area as wide as its content's minimum width plus its vertical scroll
+    bar, each time the content's layout changes (napari's style, applied when the dock is
+    shown, widens the controls), so that no horizontal scroll bar is needed."""
+
+    def __init__(self, scroll: QScrollArea):
+        super().__init__(scroll)
+        self._scroll = scroll
+
+    def eventFilter(self, watched, event) -> bool:  # noqa: N802 - Qt's name
+        if event.type() == QEvent.Type.LayoutRequest:
+            scroll = self._scroll
+            width = (watched.minimumSizeHint().width() + 2 * scroll.frameWidth()
+                     + scroll.verticalScrollBar().sizeHint().width())
+            if scroll.minimumWidth() != width:
+                scroll.setMinimumWidth(width)
+        return False
+
+
 def arrange(container, sections: list[Section], footer: list) -> QWidget:
     """Lay ``container``'s widgets out in collapsible sections, and a footer below them.
 
@@ -176,7 +195,7 @@ def arrange(container, sections: list[Section], footer: list) -> QWidget:
         layout.addWidget(group)
     layout.addStretch(1)
     scroll = container.root_native_widget  # magicgui sized it for the flat list of widgets
-    scroll.setMinimumWidth(layout.totalMinimumSize().width() + 20)
+    scroll.widget().installEventFilter(_FitWidth(scroll))
     bottom = QWidget()
     bottom_layout = QVBoxLayout(bottom)
     bottom_layout.setContentsMargins(9, 3, 9, 6)
