@@ -54,6 +54,20 @@ def test_the_dock_is_at_most_480_px_wide_and_run_is_always_visible(window, qtbot
         assert widget.root_native_widget.isAncestorOf(getattr(widget, name).native)
 
 
+def test_radii_in_physical_units_wrap_instead_of_widening_the_dock(window, qtbot):
+    viewer, dock, widget = window
+    layer = viewer.layers[0]
+    layer.scale, layer.units = (0.1625, 0.1625), ("micrometer", "micrometer")
+    widget.input.value = layer
+    widget.radius.value = 512
+    qtbot.wait(100)
+    assert "83.2" in widget.radius_units.value  # 512 px of 0.1625 um
+    scroll = widget.root_native_widget
+    assert dock.width() <= 480, dock.width()
+    assert not scroll.horizontalScrollBar().isVisible()
+    assert scroll.viewport().width() >= scroll.widget().minimumSizeHint().width()
+
+
 def test_progress_shows_in_naparis_activity_panel(window, qtbot):
     from napari.utils import progress
 

@@ -166,7 +166,9 @@ class DiffuseWidget(CalibrateMixin, PresetsMixin, PreviewMixin, Container):
             control.changed.connect(self._on_control_changed)
             controls.setdefault(spec.section, []).append(control)
         self.radius_units = Label(name="radius_units", value="", label="")
-        self.radius_units.native.setWordWrap(True)
+        self.radius_units.native.setWordWrap(True)  # wraps instead of widening the dock
+        self.radius_units.native.setSizePolicy(QSizePolicy.Policy.Ignored,
+                                               QSizePolicy.Policy.Preferred)
         controls["spatiality"].append(self.radius_units)
 
         self.show_luminance_mask = CheckBox(
