@@ -3,6 +3,7 @@ background chunk by chunk into a store, with progress and Cancel, without freezi
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 
@@ -200,10 +201,13 @@ def test_multiscale_input_gives_a_multiscale_result(viewer, widget, qtbot):
 
 
 def test_zarr_store_gives_the_same_values_and_a_display_pyramid(viewer, widget, qtbot,
-                                                                monkeypatch, store_folder):
+                                                                monkeypatch, store_folder,
+                                                                tmp_path):
     monkeypatch.setattr(result_store, "IN_MEMORY_BUDGET", 1)
     lazy = noise((2048, 2048), 512, seed=3)
     layer = viewer.add_image(lazy, name="on disk", contrast_limits=(0, 1))
+    picked = tmp_path / "picked"  # the user's store folder, chosen in the dock
+    widget.store_folder.value = picked
     start(widget, layer, QUICK)
     qtbot.waitUntil(lambda: not widget.running, timeout=120_000)
     result = outputs(viewer)["result"]
@@ -212,8 +216,13 @@ def test_zarr_store_gives_the_same_values_and_a_display_pyramid(viewer, widget, 
     assert all(isinstance(level, zarr.Array) for level in result.data)
     expected = api.diffuse(lazy, QUICK, value_range=None, backend="numpy").compute()
     np.testing.assert_array_equal(result.data[0][:], expected)
-    (run,) = store_folder.glob("run-*")
-    assert any(run.iterdir())
+    (run,) = picked.glob("run-*")
+    assert any(run.iterdir()) and not store_folder.exists()
+    viewer.layers.remove(result)  # the store goes with its layer
+    del result
+    gc.collect()
+    qtbot.waitUntil(lambda: not any((run / "0").exists() for run in picked.glob("run-*")),
+                    timeout=10_000)
 
 
 def test_a_zarr_backed_layer_is_an_input(viewer, widget, qtbot, tmp_path):

@@ -28,6 +28,7 @@ from magicgui.widgets import (
     CheckBox,
     ComboBox,
     Container,
+    FileEdit,
     Label,
     ProgressBar,
     PushButton,
@@ -186,6 +187,11 @@ class DiffuseWidget(CalibrateMixin, PresetsMixin, PreviewMixin, Container):
             name="keep_results", value=False, label="keep each result",
             tooltip="On: every run adds a new result layer (to compare settings). Off: a run "
                     "replaces its input's previous result, unless you renamed that layer.")
+        self.store_folder = FileEdit(
+            name="store_folder", mode="d", value=None, nullable=True, label="store folder",
+            tooltip="Where the result of a large (dask, zarr or multiscale) layer goes when it "
+                    "does not fit in memory: a zarr store in a new run-* folder in it, removed "
+                    "when the result layer is deleted and at exit. Empty: a temporary folder.")
         self.copy_button = PushButton(
             name="copy_button", text="copy as Python",
             tooltip="Put the equivalent napari_diffuse.diffuse(...) call, with the current "
@@ -209,7 +215,8 @@ class DiffuseWidget(CalibrateMixin, PresetsMixin, PreviewMixin, Container):
             *(Section(title, controls[key]) for key, title in SECTIONS.items()),
             Section("calibrate", self._make_calibrate_controls()),
             Section("output layers", [self.keep_results, self.show_luminance_mask,
-                                      self.show_variance_map, self.copy_button], folded=True),
+                                      self.show_variance_map, self.store_folder,
+                                      self.copy_button], folded=True),
             Section("your presets", self._make_preset_controls(), folded=True),
         ]
         footer = [Container(widgets=[self.run_button, self.cancel_button], layout="horizontal",
@@ -404,7 +411,8 @@ class DiffuseWidget(CalibrateMixin, PresetsMixin, PreviewMixin, Container):
         try:
             jobs = [Job(source=source, params=self.params, preset=self._run_label(),
                         want_mask=self.show_luminance_mask.value,
-                        want_variance=self.show_variance_map.value)
+                        want_variance=self.show_variance_map.value,
+                        store_folder=self.store_folder.value)
                     for source in self._sources()]
         except (ValueError, TypeError) as err:
             self._fail(str(err))

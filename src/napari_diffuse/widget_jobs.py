@@ -21,6 +21,7 @@ import dataclasses
 import math
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -57,13 +58,16 @@ class Source:
 
 @dataclasses.dataclass(frozen=True)
 class Job:
-    """One run: the input, the settings, the preset's name and the extra layers wanted."""
+    """One run: the input, the settings, the preset's name, the extra layers wanted and
+    where a lazy input's result goes when it does not fit in memory (None: a temporary
+    folder; see :func:`napari_diffuse.result_store.compute_to_store`)."""
 
     source: Source
     params: DiffuseParams
     preset: str
     want_mask: bool
     want_variance: bool
+    store_folder: Path | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,7 +212,7 @@ def _compute_lazy(job: Job, progress: Callable[[int, int], None]) -> Outcome:
             wanted.append(result_store.Wanted(variance, lower_reduced, "mean"))
         return wanted
 
-    stored = result_store.compute_to_store(build, progress,
+    stored = result_store.compute_to_store(build, progress, folder=job.store_folder,
                                            budget=budget if in_memory else 0)
     arrays = iter(stored.arrays)
     result = next(arrays)
