@@ -226,3 +226,37 @@ def test_non_finite_values_are_still_reported_as_such():
         with pytest.raises(ValueError, match="1 NaN"), warnings.catch_warnings():
             warnings.simplefilter("ignore", IntensityWarning)
             diffuse(image, value_range=value_range, **FINE)
+
+
+# ----------------------------------------------------------- one pass over the input
+def test_the_survey_reads_the_input_once_for_every_check(monkeypatch):
+    from napari_diffuse import intensity
+
+    image = np.random.default_rng(0).random((3, 96, 80), dtype=np.float32)
+    layout = check_image(image, 0, None)
+    assert layout.extremes == (float(image.min()), float(image.max()))
+    # what reads no values, or not all of them, knows nothing
+    assert check_image(image, 0, "dtype").extremes is None
+    assert check_image(image, 0, (0, 2)).extremes is None
+    assert check_image(da.from_array(image), 0, None).extremes is None
+    holed = image.copy()
+    holed[1, 5, 7] = np.inf
+    assert check_image(holed, 0, "auto").extremes is None
+
+    passes = []
+    real = intensity.extremes
+    monkeypatch.setattr(intensity, "extremes", lambda a: (passes.append(a.size), real(a))[1])
+    out = diffuse(image, preset="denoise: fine", iterations=1, channel_axis=0,
+                  backend="numpy")
+    surveyed, passes[:] = len(passes), []
+    expected = diffuse(image, preset="denoise: fine", iterations=1, channel_axis=0,
+                       backend="numpy", value_range="dtype")
+    # without a survey: a working-range pass and a NaN/Inf pass (the solver's own divergence
+    # checks come on top of both); with it, its one pass serves both checks
+    assert surveyed == len(passes) - 1, (surveyed, len(passes))
+    np.testing.assert_array_equal(out, expected)
+    # a NaN or an Inf is still named, whatever the survey saw
+    passes.clear()
+    with pytest.raises(ValueError, match=r"1 infinite value\(s\); the first is at index "
+                                         r"\(1, 5, 7\)"):
+        diffuse(holed, preset="denoise: fine", iterations=1, channel_axis=0, backend="numpy")

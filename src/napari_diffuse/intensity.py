@@ -62,6 +62,11 @@ class Layout:
     channel_axis: int | None  #: normalised to a non-negative axis, or None
     offset: float  #: working = (value - offset) / scale
     scale: float
+    #: The whole image's finite ``(min, max)`` when it was read to find its value range
+    #: (NumPy input, ``value_range`` None or "auto") and holds no NaN/Inf; else None. The
+    #: working-range and NaN/Inf checks of this image (and of any part of it) then need
+    #: no pass over the data of their own.
+    extremes: tuple[float, float] | None = None
 
     @property
     def leading_shape(self) -> tuple[int, ...]:
@@ -156,15 +161,20 @@ def check_image(image, channel_axis: int | None,
     if 0 in image.shape:
         raise ValueError(f"image is empty (shape {image.shape})")
     value_range = check_value_range(value_range)
-    if value_range is None:
-        value_range = _detect(image, dtype, channel_axis, stacklevel + 1)
-    elif value_range == "auto":
-        value_range = auto_range(image, channel_axis)
+    known = None
+    if value_range is None or value_range == "auto":
+        survey = _survey(image, channel_axis)
+        if value_range is None:
+            value_range = _detect(survey, dtype, stacklevel + 1)
+        else:
+            value_range = _auto_range(survey)
+        if survey is not None and survey.read_all:
+            known = (survey.minimum, survey.maximum)
     if value_range == "dtype":
         value_range = (float(np.iinfo(dtype).min), float(np.iinfo(dtype).max)) \
             if dtype.kind in "ui" else (0.0, 1.0)
     lo, hi = value_range
-    return Layout(tuple(image.shape), dtype, channel_axis, lo, hi - lo)
+    return Layout(tuple(image.shape), dtype, channel_axis, lo, hi - lo, known)
 
 
 def check_value_range(value_range) -> str | tuple[float, float] | None:
@@ -206,6 +216,9 @@ class _Survey:
     maximum: float
     low: float  #: 0.1th percentile
     high: float  #: 99.9th percentile
+    #: Whether ``minimum`` and ``maximum`` are those of every value of a NumPy image (no
+    #: NaN/Inf among them), rather than of a sample or of a lazy (dask) array.
+    read_all: bool = False
 
     def auto_range(self) -> tuple[float, float]:
         """``(max(minimum, low - span), high)`` with ``span = high - low``."""
@@ -243,6 +256,7 @@ def _survey(image, channel_axis: int | None) -> _Survey | None:
         sample, minimum, maximum = dask.compute(sample, image.min(), image.max())
     else:
         minimum, maximum = extremes(image)
+    read_all = not lazy and bool(np.isfinite(minimum) and np.isfinite(maximum))
     sample = np.asarray(sample, np.float64).ravel()
     sample = sample[np.isfinite(sample)]
     if sample.size == 0:
@@ -251,7 +265,7 @@ def _survey(image, channel_axis: int | None) -> _Survey | None:
     minimum = float(minimum) if np.isfinite(minimum) else float(sample.min())
     maximum = float(maximum) if np.isfinite(maximum) else float(sample.max())
     low, high = (float(v) for v in np.percentile(sample, _PERCENTILES))
-    return _Survey(minimum, maximum, low, high)
+    return _Survey(minimum, maximum, low, high, read_all)
 
 
 def auto_range(image, channel_axis: int | None = None) -> tuple[float, float]:
@@ -296,16 +310,18 @@ def auto_range(image, channel_axis: int | None = None) -> tuple[float, float]:
     >>> [round(v, 6) for v in auto_range(counts)]
     [-10020.0, 9940.0]
     """
-    survey = _survey(image, channel_axis)
+    return _auto_range(_survey(image, channel_axis))
+
+
+def _auto_range(survey: _Survey | None) -> tuple[float, float]:
     if survey is None:
         raise ValueError("value_range='auto': the image has no finite values")
     return survey.auto_range()
 
 
-def _detect(image, dtype: np.dtype, channel_axis: int | None,
+def _detect(survey: _Survey | None, dtype: np.dtype,
             stacklevel: int) -> str | tuple[float, float]:
     """``value_range=None``: ``"dtype"``, or :func:`auto_range` with a warning saying why."""
-    survey = _survey(image, channel_axis)
     if survey is None or survey.high == survey.low:
         return "dtype"  # nothing to detect from (NaN/Inf are refused later), or constant
     if dtype.kind in "ui":
@@ -337,8 +353,8 @@ def check_finite(planes: np.ndarray, layout: Layout,
     ``origin=(plane, row, col)`` says that ``planes`` is a chunk of the image starting
     there: the message then counts the chunk's values and gives the image's index.
     """
-    if np.isfinite(peak_magnitude(planes)):
-        return  # NaN and Inf propagate through the min and max
+    if layout.extremes is not None or np.isfinite(peak_magnitude(planes)):
+        return  # known finite; else NaN and Inf propagate through the min and max
     bad = ~np.isfinite(planes)
     if bad.any():
         n_nan = int(np.isnan(planes).sum())
@@ -490,9 +506,18 @@ def extremes(a: np.ndarray) -> tuple[float, float]:
     return float(np.min([p[0] for p in parts])), float(np.max([p[1] for p in parts]))
 
 
+def _known_in_range(layout: Layout) -> bool:
+    """Whether the image's known extremes map well inside :data:`MAX_WORKING` (with a
+    margin for float32 rounding), so that no working value of it can exceed it."""
+    if layout.extremes is None:
+        return False
+    peak = max(abs((v - layout.offset) / layout.scale) for v in layout.extremes)
+    return peak <= 0.5 * MAX_WORKING
+
+
 def _check_working(work: np.ndarray, layout: Layout) -> None:
     """Raise ``ValueError`` if finite working values exceed :data:`MAX_WORKING`."""
-    if work.size == 0 or work.dtype.kind != "f":
+    if work.size == 0 or work.dtype.kind != "f" or _known_in_range(layout):
         return
     if peak_magnitude(work) <= MAX_WORKING:
         return
