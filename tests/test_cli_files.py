@@ -7,6 +7,7 @@ Every test runs the real command as a process; faults are real (a file-size limi
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import signal
@@ -240,3 +241,20 @@ def test_calibration_sees_missing_pixels_filled(tmp_path):
                  "--region", "40", "40", "80", "80")
     assert result.returncode == 0, result.stderr
     assert '"iterations"' in result.stdout
+
+
+def test_calibrate_output_never_replaces_the_input_or_an_old_file(frame, tmp_path):
+    path, _ = frame
+    before = path.read_bytes()
+    result = cli("calibrate", path, "-o", path, "--backend", "numpy")
+    assert result.returncode == 2 and "is an input file" in result.stderr, result.stderr
+    assert path.read_bytes() == before
+    params = tmp_path / "params.json"
+    params.write_text("old")
+    result = cli("calibrate", path, "-o", params, "--backend", "numpy")
+    assert result.returncode == 2 and "without --overwrite" in result.stderr
+    assert params.read_text() == "old"
+    result = cli("calibrate", path, "-o", params, "--overwrite", "--backend", "numpy")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(params.read_text())["iterations"] >= 1
+    assert partials(tmp_path) == []

@@ -24,6 +24,7 @@ from .api import diffuse, resolve_params
 from .backends import BACKENDS
 from .calibrate import calibrate
 from .files import FileFormatError, ImageFile, read_images, write_images
+from .files.safe_write import check_target, replace_atomically
 from .missing import NAN_POLICIES, started
 from .params import FIELDS, DiffuseParams
 from .presets import GROUPS, list_presets, load_preset, preset_description
@@ -244,13 +245,16 @@ def _run(args: argparse.Namespace) -> None:
 
 
 def _calibrate_command(args: argparse.Namespace) -> None:
+    if args.output is not None:  # before any work: never over an input or an old file
+        check_target(args.output, inputs=[p for p in (args.input, args.mask) if p],
+                     overwrite=args.overwrite)
     image, channel_axis, mask = _input(args)
     params = _calibrate(args, args.task, _complete(image, channel_axis, args.nan),
                         channel_axis, mask)
     text = params.to_json()
     if args.output is not None:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(text + "\n", encoding="utf-8")
+        replace_atomically(args.output, lambda temporary: temporary.write_text(
+            text + "\n", encoding="utf-8"))
         print(f"wrote {args.output}", file=sys.stderr)
     if args.save_preset is not None:
         path = save_user_preset(args.save_preset, params,
@@ -422,7 +426,10 @@ def _parser() -> argparse.ArgumentParser:
     _add_region_option(cal, "the box to calibrate on, in pixels, at least 32x32 (default: "
                             "a representative 256x256 crop)")
     cal.add_argument("-o", "--output", type=Path, metavar="PARAMS.json",
-                     help="also write the parameters to this file (for 'run --params')")
+                     help="also write the parameters to this file (for 'run --params'); "
+                          "never over the input or the mask")
+    cal.add_argument("--overwrite", action="store_true",
+                     help="replace an existing --output file")
     cal.add_argument("--save-preset", metavar="NAME",
                      help="also save them as your preset NAME (for 'run --preset' and the "
                           "napari widget)")
