@@ -141,8 +141,10 @@ def test_one_run_over_several_selected_layers(widget, qtbot):
     viewer = widget._viewer
     channels = [viewer.add_image(np.random.default_rng(i).random((32, 36), dtype=np.float32),
                                  name=f"channel {i}") for i in range(3)]
-    viewer.layers.selection = set(channels)
-    widget.reset_choices()
+    assert SELECTED not in widget.input.choices
+    viewer.layers.selection = set(channels)  # the menu offers them at once
+    assert f"{SELECTED} (3)" in [widget.input.native.itemText(i)
+                                 for i in range(widget.input.native.count())]
     widget.input.value = SELECTED
     widget.set_params(FAST)
     run_and_wait(widget, qtbot)
@@ -180,3 +182,16 @@ def test_copy_as_python_runs_the_same_call(widget, qtbot):
     expected = api.diffuse(data, preset="denoise: fine", iterations=2, value_range="auto")
     np.testing.assert_array_equal(namespace["result"], expected)
     assert viewer.layers[-1].name == "cells [denoise: fine, iterations 2]"
+
+
+def test_the_mask_menu_offers_no_output_layer(widget, qtbot):
+    viewer = widget._viewer
+    layer = viewer.add_image(np.random.default_rng(0).random((32, 36), dtype=np.float32),
+                             name="cells")
+    painted = viewer.add_labels(np.zeros((32, 36), np.uint8), name="holes")
+    widget.input.value = layer
+    widget.show_luminance_mask.value = True
+    widget.set_params(FAST)
+    run_and_wait(widget, qtbot)
+    assert "luminance mask" in outputs(viewer, layer)
+    assert [choice for choice in widget.mask.choices if choice is not None] == [painted]

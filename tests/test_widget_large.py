@@ -278,7 +278,6 @@ def test_one_run_over_lazy_and_numpy_layers_counts_one_progress(viewer, widget, 
     plain = viewer.add_image(np.random.default_rng(8).random((300, 200), dtype=np.float32),
                              name="plain", contrast_limits=(0, 1))
     viewer.layers.selection = {lazy, plain}
-    widget.input.reset_choices()
     widget.input.value = SELECTED
     widget.set_params(QUICK)
     widget.backend.value = "numpy"

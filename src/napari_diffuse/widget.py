@@ -237,6 +237,8 @@ class DiffuseWidget(CalibrateMixin, PresetsMixin, PreviewMixin, Container):
             emitter = getattr(viewer.layers.events, event, None)
             if emitter is not None:
                 emitter.connect(self._on_layers_changed)
+        # "selected layers" appears in the input menu once several layers are selected
+        viewer.layers.selection.events.changed.connect(self._on_selection_changed)
         self._on_input_chosen(self.input.value)
 
     @property
@@ -265,8 +267,10 @@ class DiffuseWidget(CalibrateMixin, PresetsMixin, PreviewMixin, Container):
                 if isinstance(layer, Image) and role_of(layer) not in _NOT_INPUTS]
 
     def _mask_choices(self, _widget=None) -> list[tuple[str, Layer]]:
+        """Labels and Shapes layers, but not this plugin's own outputs (its luminance
+        masks)."""
         return [(layer.name, layer) for layer in self._viewer.layers
-                if isinstance(layer, (Labels, Shapes))]
+                if isinstance(layer, (Labels, Shapes)) and role_of(layer) is None]
 
     def _channel_choices(self, _widget=None) -> list[tuple[str, int]]:
         layer = self.input.value
@@ -296,6 +300,9 @@ class DiffuseWidget(CalibrateMixin, PresetsMixin, PreviewMixin, Container):
 
     def _on_layers_changed(self, _event=None) -> None:
         self.reset_choices()
+
+    def _on_selection_changed(self, _event=None) -> None:
+        self.input.reset_choices()
 
     def _on_input_chosen(self, layer: Layer | str | None) -> None:
         layer = None if layer == SELECTED else layer
