@@ -184,6 +184,25 @@ def test_copy_as_python_runs_the_same_call(widget, qtbot):
     assert viewer.layers[-1].name == "cells [denoise: fine, iterations 2]"
 
 
+def test_copy_as_python_with_an_rgb_layer_and_a_shapes_mask(widget, qtbot):
+    viewer = widget._viewer
+    data = np.random.default_rng(1).random((50, 60, 3), dtype=np.float32)
+    widget.input.value = viewer.add_image(data, name="photo", rgb=True)
+    viewer.add_shapes([[(10, 12), (30, 40)]], shape_type="rectangle", name="holes")
+    widget.mask.value = viewer.layers["holes"]
+    widget.preset.value = "fill gaps under a mask"
+    widget.iterations.value = 4
+    namespace = {"viewer": viewer}
+    exec(widget.copy_as_python(), namespace)
+    mask = np.zeros((50, 60), bool)
+    mask[10:31, 12:41] = True
+    expected = api.diffuse(data, preset="fill gaps under a mask", iterations=4,
+                           channel_axis=-1, mask=viewer.layers["holes"].to_labels(
+                               labels_shape=(50, 60)) != 0, value_range=None)
+    np.testing.assert_array_equal(namespace["result"], expected)
+    assert namespace["mask"][mask].all()
+
+
 def test_the_mask_menu_offers_no_output_layer(widget, qtbot):
     viewer = widget._viewer
     layer = viewer.add_image(np.random.default_rng(0).random((32, 36), dtype=np.float32),

@@ -289,3 +289,24 @@ def test_one_run_over_lazy_and_numpy_layers_counts_one_progress(viewer, widget, 
     results = {layer.name: layer for layer in viewer.layers
                if layer.metadata.get(METADATA_KEY, {}).get("role") == "result"}
     assert len(results) == 2 and all(isinstance(r.data, np.ndarray) for r in results.values())
+
+
+def test_a_shapes_mask_on_a_large_layer_is_rasterised_off_the_main_thread(viewer, widget,
+                                                                         qtbot):
+    layer = viewer.add_image(np.random.default_rng(9).random((4096, 4096), dtype=np.float32),
+                             name="big", contrast_limits=(0, 1))
+    holes = viewer.add_shapes([[(1000, 1000), (1400, 1600)], [(3000, 200), (3300, 900)]],
+                              shape_type=["rectangle", "ellipse"], name="holes")
+    qtbot.wait(200)
+    widget.mask.value = holes
+    fill = DiffuseParams.from_preset("fill gaps under a mask").replace(iterations=1)
+    with MainThreadWatch(widget) as watch:
+        start(widget, layer, fill)
+        qtbot.waitUntil(lambda: not widget.running, timeout=180_000)
+        qtbot.wait(300)
+    assert watch.longest_stall < MAX_STALL, watch.longest_stall  # napari's to_labels: ~2 s
+    result = outputs(viewer)["result"].data
+    mask = holes.to_labels(labels_shape=(4096, 4096)) != 0
+    # only the holes change (outside: float32 rounding of the working-unit round trip)
+    np.testing.assert_allclose(result[~mask], layer.data[~mask], rtol=0, atol=1e-6)
+    assert np.abs(result[mask] - layer.data[mask]).mean() > 0.05

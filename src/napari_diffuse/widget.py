@@ -23,7 +23,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import napari.viewer
-import numpy as np
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
@@ -377,9 +376,11 @@ class DiffuseWidget(CalibrateMixin, PresetsMixin, PreviewMixin, Container):
             options.append(f"channel_axis={source.channel_axis}")
         if self.mask.value is not None:
             mask = self.mask.value
+            # the mask's own shape: the image's spatial (or non-channel) shape
+            shape = repr(source.mask_drawn.shape) if source is not None else "image.shape[-2:]"
             lines.append(f"mask = viewer.layers[{mask.name!r}].data != 0" if isinstance(
                 mask, Labels) else f"mask = viewer.layers[{mask.name!r}].to_labels("
-                                   f"labels_shape=image.shape[-2:]) != 0")
+                                   f"labels_shape={shape}) != 0")
             options.append("mask=mask")
         value_range = source.value_range if source is not None else \
             VALUE_RANGES.get(self.value_range.value)
@@ -441,7 +442,7 @@ class DiffuseWidget(CalibrateMixin, PresetsMixin, PreviewMixin, Container):
         else:
             sources = [self._source()]
         for source in sources:
-            if source.mask is not None and not np.asarray(source.mask).any():
+            if source.mask_drawn is not None and source.mask_drawn.is_empty():
                 raise ValueError(f"the inpaint mask {self.mask.value.name!r} is empty: paint "
                                  "or draw the pixels to fill first, or choose 'none'")
         return sources

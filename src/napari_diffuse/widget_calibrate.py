@@ -231,7 +231,7 @@ class CalibrateMixin:
     def _calibration_job(self) -> _CalibrationJob:
         source = self._source()
         task = self.calibration_task.value
-        if task == "inpaint" and source.mask is None:
+        if task == "inpaint" and source.mask_drawn is None:
             raise ValueError("inpaint calibration needs the holes: choose a Labels or Shapes "
                              "layer as 'inpaint mask'")
         choice = self.calibration_region.value

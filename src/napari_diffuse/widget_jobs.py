@@ -18,7 +18,9 @@ shows.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,7 +34,7 @@ from .params import DiffuseParams
 from .widget_controls import VALUE_RANGES
 
 __all__ = ["Source", "Job", "Outcome", "compute", "compute_all", "job_total", "is_lazy",
-           "make_source", "rasterise", "LAZY_CHUNK"]
+           "make_source", "MaskDrawing", "LAZY_CHUNK"]
 
 #: Spatial chunk edge for lazy array-likes that have no chunks of their own (and for the
 #: levels of a NumPy multiscale layer).
@@ -46,9 +48,16 @@ class Source:
     layer: Layer
     channel_axis: int | None
     value_range: str | tuple[float, float]
-    mask: np.ndarray | None
+    mask_drawn: MaskDrawing | None  #: the inpaint mask layer's content, or None
     backend: str
     nan: str
+
+    @functools.cached_property
+    def mask(self) -> np.ndarray | None:
+        """The inpaint mask (bool), or None: read on first use, which for a Shapes layer
+        takes seconds on a large image, so the worker thread reads it (see
+        :class:`MaskDrawing`)."""
+        return None if self.mask_drawn is None else self.mask_drawn.rasterise()
 
     @property
     def data(self):
@@ -292,24 +301,76 @@ def job_total(job: Job) -> int:
     return max(1, job.params.iterations) * planes
 
 
-def rasterise(mask_layer: Labels | Shapes, spatial: tuple[int, ...], full: tuple[int, ...]):
-    """A Labels or Shapes layer as a boolean mask of ``spatial`` or ``full`` shape.
+@dataclasses.dataclass(frozen=True)
+class MaskDrawing:
+    """An inpaint mask layer's content, taken in the GUI thread, made into a boolean mask
+    in the worker (:meth:`rasterise`): a Labels layer's array, or a copy of a Shapes
+    layer's vertices and shape types (rasterising them takes seconds on a 4096x4096 image,
+    so it must not run in the GUI thread; the copy keeps the worker off the live layer)."""
 
-    Raises
-    ------
-    ValueError
-        For a Shapes layer drawn in neither the spatial nor the image's dimensions.
-    """
-    if isinstance(mask_layer, Labels):
-        return np.asarray(mask_layer.data) != 0
-    shape = full if mask_layer.ndim == len(full) else spatial
-    if mask_layer.ndim != len(shape):
-        raise ValueError(f"the Shapes layer {mask_layer.name!r} is {mask_layer.ndim}-D; the mask "
-                         f"must be drawn in 2-D (shape {spatial}) or in the image's "
-                         f"{len(full)} non-channel dimensions")
-    if len(mask_layer.data) == 0:
-        return np.zeros(shape, bool)
-    return mask_layer.to_labels(labels_shape=shape) != 0
+    name: str
+    labels: np.ndarray | None  #: a Labels layer's pixels (True where painted), or None
+    shapes: tuple[tuple[str, np.ndarray], ...]  #: (shape type, vertices) of each shape
+    shape: tuple[int, ...]  #: the mask's shape
+
+    @classmethod
+    def of(cls, mask_layer: Labels | Shapes, spatial: tuple[int, ...],
+           full: tuple[int, ...]) -> MaskDrawing:
+        """Take ``mask_layer``'s content, for a mask of ``spatial`` or ``full`` shape.
+
+        Parameters
+        ----------
+        mask_layer : napari.layers.Labels or napari.layers.Shapes
+            The inpaint mask layer.
+        spatial, full : tuple of int
+            The image's spatial shape, and its shape without the channel axis.
+
+        Raises
+        ------
+        ValueError
+            For a Shapes layer drawn in neither the spatial nor the image's dimensions.
+        """
+        if isinstance(mask_layer, Labels):  # a copy: painting during the run changes nothing
+            labels = np.asarray(mask_layer.data) != 0
+            return cls(mask_layer.name, labels, (), labels.shape)
+        shape = full if mask_layer.ndim == len(full) else spatial
+        if mask_layer.ndim != len(shape):
+            raise ValueError(f"the Shapes layer {mask_layer.name!r} is {mask_layer.ndim}-D; the "
+                             f"mask must be drawn in 2-D (shape {spatial}) or in the image's "
+                             f"{len(full)} non-channel dimensions")
+        shapes = tuple((kind, np.array(vertices, copy=True)) for kind, vertices in
+                       zip(mask_layer.shape_type, mask_layer.data, strict=True))
+        return cls(mask_layer.name, None, shapes, shape)
+
+    def is_empty(self) -> bool:
+        """Whether nothing is painted or drawn (a cheap test, for the GUI thread)."""
+        return not self.shapes if self.labels is None else not self.labels.any()
+
+    def rasterise(self) -> np.ndarray:
+        """Return the mask: True where painted (any label) or inside a shape. Shapes are
+        rasterised by napari's ``Shapes.to_labels``; the last few results are kept, so that
+        a preview's refreshes and the runs after it rasterise the same shapes once."""
+        if self.labels is not None:
+            return self.labels
+        if not self.shapes:
+            return np.zeros(self.shape, bool)
+        key = (self.shape, tuple((kind, v.shape, v.tobytes()) for kind, v in self.shapes))
+        with _RASTERS_LOCK:
+            if key in _RASTERS:
+                return _RASTERS[key]
+        layer = Shapes([v for _, v in self.shapes], shape_type=[k for k, _ in self.shapes])
+        mask = layer.to_labels(labels_shape=self.shape) != 0
+        mask.flags.writeable = False  # shared by the runs that hit the cache
+        with _RASTERS_LOCK:
+            _RASTERS[key] = mask
+            while len(_RASTERS) > _RASTERS_KEPT:
+                _RASTERS.pop(next(iter(_RASTERS)))
+        return mask
+
+
+_RASTERS: dict[tuple, np.ndarray] = {}  # rasterised shapes, oldest first
+_RASTERS_KEPT = 4
+_RASTERS_LOCK = threading.Lock()
 
 
 def make_source(layer: Layer, *, channel_axis: int | None, value_range: str,
@@ -349,10 +410,10 @@ def make_source(layer: Layer, *, channel_axis: int | None, value_range: str,
         value_range = tuple(float(v) for v in layer.contrast_limits)
     else:
         value_range = VALUE_RANGES[value_range]
-    mask = None
+    drawn = None
     if mask_layer is not None:
         axis = None if channel_axis is None else channel_axis % data.ndim
         full = tuple(n for i, n in enumerate(data.shape) if i != axis)
-        mask = rasterise(mask_layer, full[-2:], full)
+        drawn = MaskDrawing.of(mask_layer, full[-2:], full)
     return Source(layer=layer, channel_axis=channel_axis, value_range=value_range,
-                  mask=mask, backend=backend, nan=nan)
+                  mask_drawn=drawn, backend=backend, nan=nan)

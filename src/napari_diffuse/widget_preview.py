@@ -68,7 +68,7 @@ from .widget_layers import METADATA_KEY
 from .widget_runner import Runner
 
 if TYPE_CHECKING:
-    from .widget_jobs import Source
+    from .widget_jobs import MaskDrawing, Source
 
 __all__ = ["MAX_SIZE", "DEBOUNCE_MS", "PREVIEW_ROLE", "PreviewJob", "PreviewOutcome",
            "PreviewMixin", "clip_box", "crop_index", "compute_preview", "resolve_range"]
@@ -199,7 +199,8 @@ class PreviewJob:
     channel_axis: int | None
     value_range: Any  #: the resolved ``(lo, hi)``, or the choice to resolve on ``data``
     resolved: bool
-    mask: np.ndarray | None  #: the inpaint mask's crop
+    mask: MaskDrawing | None  #: the inpaint mask (rasterised in the worker)
+    mask_index: tuple[slice, ...]  #: the crop of the mask
     params: DiffuseParams
     backend: str
     nan: str
@@ -238,7 +239,8 @@ def compute_preview(job: PreviewJob, progress: Callable[[int, int], None]) -> Pr
             job.data, job.channel_axis, job.value_range, job.nan)
         crop = job.data[job.index]
         crop = crop.compute() if tiling.is_dask(crop) else np.asarray(crop)
-        result = api.diffuse(crop, job.params, channel_axis=job.channel_axis, mask=job.mask,
+        mask = None if job.mask is None else job.mask.rasterise()[job.mask_index]
+        result = api.diffuse(crop, job.params, channel_axis=job.channel_axis, mask=mask,
                              backend=job.backend, value_range=value_range, nan=job.nan,
                              progress=progress)
     messages = list(dict.fromkeys(str(w.message) for w in caught))
@@ -448,16 +450,17 @@ class PreviewMixin:
         position = layer.world_to_data(self._viewer.dims.point)
         plane = {axis: int(np.round(position[axis])) for axis in range(layer.ndim)}
         index = crop_index(data.shape, source.channel_axis, box, plane)
-        mask = None
-        if source.mask is not None:
+        drawn, mask_index = source.mask_drawn, ()
+        if drawn is not None:
             mask_index = tuple(s for axis, s in enumerate(index) if axis != channel)
-            mask = np.asarray(source.mask)[mask_index[-source.mask.ndim:]]
+            mask_index = mask_index[-len(drawn.shape):]
         value_range = source.value_range
         resolved = self._preview_ranges.get(
             _range_key(layer, data, value_range, source.channel_axis, source.nan))
         job = PreviewJob(data=data, index=index, channel_axis=source.channel_axis,
                          value_range=resolved if resolved is not None else value_range,
-                         resolved=resolved is not None, mask=mask, params=self.params,
+                         resolved=resolved is not None, mask=drawn, mask_index=mask_index,
+                         params=self.params,
                          backend=source.backend, nan=source.nan)
         return job, layer
 
