@@ -15,7 +15,7 @@ import dataclasses
 from typing import Any
 
 from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, SpinBox
-from qtpy.QtCore import QEvent, QObject, Qt
+from qtpy.QtCore import QEvent, QObject, QSize, Qt
 from qtpy.QtWidgets import QScrollArea, QVBoxLayout, QWidget
 from superqt import QCollapsible
 
@@ -160,6 +160,15 @@ class _FitWidth(QObject):
         return False
 
 
+class _CompactWidth(QWidget):
+    """The dock's widget: it asks for its minimum width (its widest control), not for the
+    width of its longest texts (layer and preset names), which would widen the dock towards
+    half the window; the user can still widen the dock."""
+
+    def sizeHint(self) -> QSize:  # noqa: N802 - Qt's name
+        return QSize(self.minimumSizeHint().width(), super().sizeHint().height())
+
+
 def arrange(container, sections: list[Section], footer: list) -> QWidget:
     """Lay ``container``'s widgets out in collapsible sections, and a footer below them.
 
@@ -201,7 +210,7 @@ def arrange(container, sections: list[Section], footer: list) -> QWidget:
     bottom_layout.setContentsMargins(9, 3, 9, 6)
     for row in rows[position:]:
         bottom_layout.addWidget(row)
-    dock = QWidget()
+    dock = _CompactWidth()
     dock_layout = QVBoxLayout(dock)
     dock_layout.setContentsMargins(0, 0, 0, 0)
     dock_layout.setSpacing(0)
