@@ -258,3 +258,22 @@ def test_calibrate_output_never_replaces_the_input_or_an_old_file(frame, tmp_pat
     assert result.returncode == 0, result.stderr
     assert json.loads(params.read_text())["iterations"] >= 1
     assert partials(tmp_path) == []
+
+
+def test_the_batch_bar_follows_every_computation_and_never_goes_back(monkeypatch):
+    import dask.array as da
+
+    from napari_diffuse.cli import _BatchBar
+
+    bar, seen = _BatchBar(1), []
+    monkeypatch.setattr(bar, "fraction", seen.append)
+    image = da.ones((64, 64), chunks=16)
+
+    def write():  # as an OME-Zarr pyramid is written: one computation per level
+        for level in (image, image[::2, ::2], image[::4, ::4]):
+            level.sum().compute(scheduler="synchronous")
+
+    bar.compute(write)
+    bar.close()
+    assert seen == sorted(seen) and seen[-1] == 1.0
+    assert any(0.5 < f < 1.0 for f in seen)  # it moves through the whole file

@@ -103,18 +103,22 @@ class _BatchBar:
         self.fraction(0.0)
 
     def compute(self, write) -> None:
-        """Run ``write()``, following dask's tasks (lazy results compute as they write)."""
+        """Run ``write()``, following dask's tasks (lazy results compute as they write):
+        the file's fraction is the tasks finished over the tasks of every computation
+        started so far (a pyramid is written level by level), and never goes back."""
         from dask.callbacks import Callback
 
         bar = self
+        count = {"done": 0, "total": 0, "shown": 0.0}
 
         class Follow(Callback):
             def _start_state(self, _dsk, state):
-                self._total = sum(len(state[k]) for k in ("ready", "waiting", "running"))
+                count["total"] += sum(len(state[k]) for k in ("ready", "waiting", "running"))
 
-            def _posttask(self, _key, _result, _dsk, state, _worker_id):
-                done = len(state["finished"])
-                bar.fraction(done / max(self._total + done, 1) if self._total else 0.0)
+            def _posttask(self, _key, _result, _dsk, _state, _worker_id):
+                count["done"] += 1
+                count["shown"] = max(count["shown"], count["done"] / max(count["total"], 1))
+                bar.fraction(count["shown"])
 
         with Follow():
             write()
