@@ -374,6 +374,14 @@ def compute_to_store(wanted: Sequence[Wanted] | Callable[[Callable], Sequence[Wa
         arrays.append(targets if len(targets) > 1 else targets[0])
         if state.folder is not None:
             # the layer holds level 0 (and the rest) until it is replaced or deleted
-            weakref.finalize(targets[0], shutil.rmtree, state.folder / str(len(arrays) - 1),
-                             True)
+            weakref.finalize(targets[0], _remove_part, state.folder, len(arrays) - 1)
     return Stored(arrays, state.folder)
+
+
+def _remove_part(folder: Path, index: int) -> None:
+    """Remove array ``index``'s levels from a run's folder, and the folder once empty."""
+    shutil.rmtree(folder / str(index), ignore_errors=True)
+    try:
+        folder.rmdir()
+    except OSError:  # other arrays of the run are still shown, or it is gone already
+        pass

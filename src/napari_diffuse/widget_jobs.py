@@ -33,7 +33,7 @@ from . import api, intensity, result_store, tiling
 from .params import DiffuseParams
 from .widget_controls import VALUE_RANGES
 
-__all__ = ["Source", "Job", "Outcome", "compute", "compute_all", "job_total", "is_lazy",
+__all__ = ["Source", "Job", "Outcome", "compute", "compute_all", "job_total", "is_lazy", "as_dask",
            "make_source", "MaskDrawing", "LAZY_CHUNK"]
 
 #: Spatial chunk edge for lazy array-likes that have no chunks of their own (and for the
@@ -164,9 +164,21 @@ def _spatial_axes(ndim: int, channel_axis: int | None) -> list[int]:
     return [i for i in range(ndim) if i != axis][-2:]
 
 
-def _as_dask(array, channel_axis: int | None):
-    """A dask view of a lazy level: as it is if dask, else in its own chunks (zarr), else
-    single planes of :data:`LAZY_CHUNK` pixels with all channels."""
+def as_dask(array, channel_axis: int | None):
+    """Return a dask view of a lazy array (a layer's level), read chunk by chunk.
+
+    Parameters
+    ----------
+    array : array-like
+        A dask array (returned as it is), an array with its own chunks (zarr: those), or
+        any other array-like (single planes of :data:`LAZY_CHUNK` pixels, all channels).
+    channel_axis : int or None
+        Its channel axis, kept in one chunk.
+
+    Returns
+    -------
+    dask.array.Array
+    """
     import dask.array as da
 
     if tiling.is_dask(array):
@@ -207,7 +219,7 @@ def _compute_lazy(job: Job, progress: Callable[[int, int], None]) -> Outcome:
     common = dict(channel_axis=channel_axis, value_range=source.value_range, nan=source.nan)
 
     def build(check) -> list[result_store.Wanted]:  # in the store's helper thread
-        image = _as_dask(levels[0], channel_axis)
+        image = as_dask(levels[0], channel_axis)
         # the chunks computing when Cancel comes stop at their next iteration
         result = api.diffuse(image, params, mask=source.mask, backend=source.backend,
                              progress=check, **common)
@@ -294,7 +306,7 @@ def job_total(job: Job) -> int:
     planes for NumPy input, the number of chunks of a lazy input (its level 0)."""
     layer = job.source.layer
     if is_lazy(layer):
-        level = _as_dask(_levels(layer)[0], job.source.channel_axis)
+        level = as_dask(_levels(layer)[0], job.source.channel_axis)
         return max(1, math.prod(len(c) for c in level.chunks))
     shape = _mask_shape(layer.data, job.source.channel_axis)
     planes = int(np.prod(shape[:-2], dtype=np.int64)) if len(shape) > 2 else 1

@@ -64,6 +64,7 @@ from . import api, intensity, tiling
 from .missing import started
 from .params import DiffuseParams
 from .widget_calibrate import CURRENT_VIEW, rectangle_region, view_region
+from .widget_jobs import as_dask
 from .widget_layers import METADATA_KEY
 from .widget_runner import Runner
 
@@ -184,8 +185,10 @@ def resolve_range(data, channel_axis: int | None, value_range, nan: str) -> tupl
     if value_range is not None and not isinstance(value_range, str):
         lo, hi = intensity.check_value_range(value_range)
         return lo, hi
+    if not isinstance(data, np.ndarray):  # zarr and the like: read as the full run reads it
+        data = as_dask(data, channel_axis)
     if nan != "error" and np.dtype(data.dtype).kind == "f" and not tiling.is_dask(data):
-        data = started(np.asarray(data), channel_axis)
+        data = started(data, channel_axis)
     layout = intensity.check_image(data, channel_axis, value_range, stacklevel=3)
     return float(layout.offset), float(layout.offset + layout.scale)
 
