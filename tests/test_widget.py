@@ -409,6 +409,20 @@ def test_a_renamed_result_is_never_overwritten(viewer, widget, qtbot):
     np.testing.assert_array_equal(first.data, kept)
 
 
+def test_extra_layers_follow_the_new_result_when_the_old_one_was_renamed(viewer, widget,
+                                                                         qtbot):
+    widget.input.value = viewer.add_image(images()["gray"][0], name="cells")
+    widget.show_variance_map.value = True
+    widget.preset.value = "bloom"
+    run_and_wait(widget, qtbot)
+    assert layer_names(viewer) == ["cells", "cells [variance map]", "cells [bloom]"]
+    viewer.layers["cells [bloom]"].name = "my favourite"
+    widget.preset.value = "denoise: fine"
+    run_and_wait(widget, qtbot)
+    assert layer_names(viewer) == ["cells", "my favourite", "cells [variance map]",
+                                   "cells [denoise: fine]"]
+
+
 def test_keep_each_result_adds_layers_to_compare(viewer, widget, qtbot):
     widget.input.value = viewer.add_image(images()["gray"][0], name="cells")
     widget.keep_results.value = True

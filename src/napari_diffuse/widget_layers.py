@@ -72,6 +72,10 @@ def _put(viewer, source: str, role: str, kind: type[Layer], data, *, keep: bool,
             if key in properties:
                 setattr(existing, key, properties[key])
         existing.metadata = {METADATA_KEY: {**metadata[METADATA_KEY], "name": existing.name}}
+        if below is not None and viewer.layers.index(existing) != viewer.layers.index(below) - 1:
+            # the result is a new layer (the old one was renamed): follow it
+            viewer.layers.remove(existing)
+            viewer.layers.insert(viewer.layers.index(below), existing)
         return existing
     new = kind(data, metadata=metadata, multiscale=multiscale, **properties)
     if existing is not None:
