@@ -85,13 +85,14 @@ def view_region(viewer: napari.viewer.Viewer, layer: Layer,
     """
     if viewer.dims.ndisplay != 2:
         raise ValueError("the 'current view' region needs the 2-D view: switch the viewer to "
-                         "2-D, or choose 'automatic' or a Shapes rectangle")
+                         "2-D, or choose a Shapes rectangle as the region (or, to "
+                         "calibrate, 'automatic')")
     axes = _spatial_axes(layer.ndim, None if layer.rgb else channel_axis)
     offset = viewer.dims.ndim - layer.ndim  # layer axes are the last world axes
     if {offset + axis for axis in axes} != set(viewer.dims.displayed):
         raise ValueError(f"the current view does not show the spatial axes of "
-                         f"{layer.name!r} (layer axes {axes}); show them, or choose "
-                         "'automatic' or a Shapes rectangle")
+                         f"{layer.name!r} (layer axes {axes}); show them, or choose a "
+                         "Shapes rectangle as the region (or, to calibrate, 'automatic')")
     corners = np.asarray(layer.corner_pixels)[:, axes]  # inclusive, clipped to the image
     (y0, x0), (y1, x1) = corners[0], corners[1] + 1
     if getattr(layer, "multiscale", False):  # corners of the level drawn: to level 0

@@ -6,7 +6,7 @@ darktable's section. Where darktable shows a percentage (speeds, anisotropies,
 sharpness, luminance masking threshold) the control shows one too, with two decimals:
 ``params value = round(control value / 100, 4)`` and ``control value = round(params
 value * 100, 2)`` (:func:`control_value`, :func:`param_value`). Radii show their unit
-(``px``, and the layer's physical unit when it has a scale: :func:`radius_hint`).
+(``px``; the dock adds a line in the layer's physical unit when it has a scale).
 """
 
 from __future__ import annotations

@@ -310,7 +310,6 @@ class PreviewMixin:
         self._preview_running: tuple | None = None  # (layer, crop) of the preview running
         self._preview_ranges: dict[tuple, tuple[float, float]] = {}
         self._preview_shapes: Shapes | None = None  # the region's layer, watched
-        self._preview_seconds: float | None = None  #: the last preview's compute time
         self.live_preview.changed.connect(self._on_live_preview_toggled)
         self.preview_region.changed.connect(self._on_preview_region_chosen)
         for name in ("channel_axis", "mask", "value_range", "nan", "backend", "device"):
@@ -489,7 +488,6 @@ class PreviewMixin:
             return  # stale: a newer preview is on its way, or none is wanted
         self._show_preview(layer, job, outcome.result)
         self._preview_shown = (layer, job.index)
-        self._preview_seconds = outcome.seconds
         if not self._runner.running:
             height, width = self._crop_size(job)
             text = f"preview of {layer.name!r}: {height}x{width} px in {outcome.seconds:.1f} s"
