@@ -126,6 +126,20 @@ def test_scaled_integers_are_physical_on_read_and_requantised_on_write(tmp_path)
     assert np.isnan(back[1, 0]) and back[0, 1] == 1005.5
 
 
+def test_integers_with_blank_pixels_stay_integers(tmp_path):
+    source, target = tmp_path / "blank.fits", tmp_path / "out.fits"
+    raw = np.array([[0, 10, 20], [-32768, 40, 32767]], np.int16)
+    hdu = fits.PrimaryHDU(raw)
+    hdu.header["BLANK"] = -32768  # no BSCALE/BZERO: plain integers with missing pixels
+    hdu.writeto(source)
+    [image] = files.read_images(source)
+    assert np.isnan(image.data[1, 0])
+    files.write_images(target, [image.replace(data=image.data + 0.4)], HISTORY)
+    with fits.open(target, do_not_scale_image_data=True) as written:
+        assert written[0].header["BITPIX"] == 16 and written[0].header["BLANK"] == -32768
+        np.testing.assert_array_equal(written[0].data, [[0, 10, 20], [-32768, 40, 32767]])
+
+
 def test_gzipped_fits_round_trip(tmp_path):
     source, target = tmp_path / "in.fits.gz", tmp_path / "out.fits.gz"
     data = np.arange(12, dtype=np.float32).reshape(3, 4)

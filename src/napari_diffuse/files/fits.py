@@ -131,7 +131,9 @@ def _image(header, data: np.ndarray) -> ImageFile:
                 units[letter] = str(unit).strip()
     extra = {}
     bscale, bzero = header.get("BSCALE", 1), header.get("BZERO", 0)
-    if header.get("BITPIX", 0) > 0 and data.dtype.kind == "f" and (bscale, bzero) != (1, 0):
+    # integers read as floats: scaled (BSCALE/BZERO), or with BLANK pixels read as NaN
+    if header.get("BITPIX", 0) > 0 and data.dtype.kind == "f" and (
+            (bscale, bzero) != (1, 0) or "BLANK" in header):
         extra["fits_scaling"] = {"bitpix": header["BITPIX"], "bscale": bscale,
                                  "bzero": bzero, "blank": header.get("BLANK")}
     data = data.astype(data.dtype.newbyteorder("="), copy=False)  # FITS is big-endian
