@@ -195,3 +195,23 @@ def test_missing_astropy_names_the_extra(tmp_path, monkeypatch):
         with pytest.raises(MissingExtraError, match=r"pip install 'napari-diffuse\[fits\]'"):
             attempt()
     assert not (tmp_path / "out.fits").exists()
+
+
+def test_each_series_history_names_its_own_settings(tmp_path):
+    from napari_diffuse import batch
+    from napari_diffuse.params import DiffuseParams
+
+    source, target = tmp_path / "two.fits", tmp_path / "out.fits"
+    rng = np.random.default_rng(0)
+    fits.HDUList([fits.PrimaryHDU(rng.random((20, 24), dtype=np.float32)),
+                  fits.ImageHDU(rng.random((30, 24), dtype=np.float32))]).writeto(source)
+
+    def per_series(image, _axis):  # e.g. calibrated on each series
+        return DiffuseParams.from_preset("denoise: fine").replace(
+            iterations=1 if image.data.shape[0] == 20 else 2)
+
+    batch.diffuse_file(source, target, per_series, batch.Options(backend="numpy"))
+    with fits.open(target) as written:
+        history = "".join(written[0].header["HISTORY"])  # cards of 72 characters
+    assert "series 0:" in history and "series 1:" in history
+    assert history.count('"iterations": 1') == 1 and history.count('"iterations": 2') == 1

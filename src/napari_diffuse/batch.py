@@ -174,7 +174,7 @@ def diffuse_file(source: Path, target: Path, params: DiffuseParams | Callable, o
     """
     images = read_images(source)
     check_writable(target, images)
-    results = []
+    results, histories = [], []
     for index, image in enumerate(images):
         channel_axis = channel_axis_of(image, options, source)
         settings = params(image, channel_axis) if callable(params) else params
@@ -186,7 +186,10 @@ def diffuse_file(source: Path, target: Path, params: DiffuseParams | Callable, o
                          backend=options.backend, value_range=options.value_range, nan=nan,
                          progress=report)
         results.append(image.replace(data=result))
-    history = history_line(settings, options, nan)
+        histories.append(history_line(settings, options, nan))
+    # one line when every series ran the same (else, e.g. calibrated per series, each's)
+    history = histories[0] if len(set(histories)) == 1 else "; ".join(
+        f"series {index}: {line}" for index, line in enumerate(histories))
 
     def write() -> None:
         write_images(target, results, history, overwrite=options.overwrite, inputs=inputs)
