@@ -74,11 +74,16 @@ def test_progress_shows_in_naparis_activity_panel(window, qtbot):
     viewer, _, widget = window
     widget.set_params(load_preset("denoise: fine").replace(iterations=64))
     widget.backend.value = "numpy"
-    seen = []
+    seen, texts = [], []
     worker = widget.run()
     assert worker is not None
     qtbot.waitUntil(lambda: (seen.extend(p.desc for p in progress._all_instances)
                              or any("diffuse" in d for d in seen)), timeout=30_000)
+    bar = next(p for p in progress._all_instances if "diffuse" in p.desc)
+    # the dock's bar says "42 % · 3 s left"; napari's (a tqdm) estimates from n of total
+    qtbot.waitUntil(lambda: (texts.append(widget.progress.native.format())
+                             or " left" in texts[-1]), timeout=60_000)
+    assert bar.total == widget.progress.max and 0 < bar.n < bar.total
     qtbot.waitUntil(lambda: not widget.running, timeout=120_000)
     assert not any("diffuse" in p.desc for p in progress._all_instances)  # closed
 
