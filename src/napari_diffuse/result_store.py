@@ -63,8 +63,14 @@ _ROOT_LOCK = threading.Lock()
 
 
 def in_memory_budget() -> int:
-    """Return the bytes a run may keep in memory: :data:`IN_MEMORY_BUDGET`, or a quarter
-    of the memory available now (at least 256 MiB)."""
+    """Return the bytes a run may keep in memory.
+
+    Returns
+    -------
+    int
+        :data:`IN_MEMORY_BUDGET`, or a quarter of the memory available now (at least
+        256 MiB).
+    """
     if IN_MEMORY_BUDGET is not None:
         return int(IN_MEMORY_BUDGET)
     try:
@@ -257,11 +263,24 @@ def _chunk_count(shape, chunks) -> int:
 
 
 def pyramid(array: np.ndarray, lower: Sequence[Sequence[int]], method: str = "mean") -> list:
-    """Return ``[array, *levels]``: an in-memory array and its lower levels, each made from
-    the one above (see :class:`Wanted`'s ``method``); ``array`` alone without ``lower``.
+    """Return an in-memory array with its lower levels, each made from the one above.
 
     For a NumPy result that is already computed (a display pyramid, see
     :func:`display_levels`); it takes a fraction of a second per 8192x8192 plane.
+
+    Parameters
+    ----------
+    array : numpy.ndarray
+        Level 0.
+    lower : sequence of shapes
+        The lower levels' shapes, largest first.
+    method : {"mean", "nearest"}
+        Block means, or every n-th pixel (label masks); see :class:`Wanted`.
+
+    Returns
+    -------
+    list of numpy.ndarray or numpy.ndarray
+        ``[array, *levels]``; ``array`` alone when ``lower`` is empty.
     """
     levels = [array]
     chunks = tuple(min(n, 2048) for n in array.shape)

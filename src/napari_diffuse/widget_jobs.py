@@ -102,19 +102,39 @@ class Outcome:
 
 
 def is_lazy(layer: Layer) -> bool:
-    """Whether ``layer`` is computed into a store (:mod:`.result_store`): a multiscale
-    layer, or data other than a NumPy array (dask, zarr...)."""
+    """Return whether ``layer`` is computed into a store (:mod:`.result_store`).
+
+    Parameters
+    ----------
+    layer : napari.layers.Layer
+        An input layer.
+
+    Returns
+    -------
+    bool
+        True for a multiscale layer, or data other than a NumPy array (dask, zarr...).
+    """
     return bool(getattr(layer, "multiscale", False)) or not isinstance(layer.data, np.ndarray)
 
 
 def compute(job: Job, progress: Callable[[int, int], None]) -> Outcome:
     """Run the api on the job's input, in the worker thread.
 
-    NumPy input: ``progress(done, total)`` counts iterations (of every plane). Lazy input
-    (:func:`is_lazy`): the api's lazy result is computed chunk by chunk into a store and
-    ``progress`` counts chunks (see :func:`napari_diffuse.result_store.compute_to_store`);
-    it is also called every 0.1 s, so that Cancel (``progress`` raising) stops the run
-    within that time, leaving no zarr folder behind.
+    Parameters
+    ----------
+    job : Job
+        The input, settings and extra layers wanted.
+    progress : callable
+        ``progress(done, total)``; it may raise to cancel. NumPy input: iterations (of
+        every plane). Lazy input (:func:`is_lazy`): the api's lazy result is computed
+        chunk by chunk into a store and ``progress`` counts chunks (see
+        :func:`napari_diffuse.result_store.compute_to_store`); it is also called every
+        0.1 s, so that Cancel stops the run within that time, leaving no zarr folder.
+
+    Returns
+    -------
+    Outcome
+        The result and the extra layers' arrays (a large result with a display pyramid).
     """
     if is_lazy(job.source.layer):
         return _compute_lazy(job, progress)
@@ -277,10 +297,21 @@ def _mask_shape(data, channel_axis: int | None) -> tuple[int, ...]:
 
 
 def compute_all(jobs: list[Job], progress: Callable[[int, int], None]) -> list[Outcome]:
-    """Run several jobs one after the other (one run over several selected layers), with
-    one progress count over all of them (each job's share is its :func:`job_total`).
+    """Run several jobs one after the other (one run over several selected layers).
 
-    When a job fails or is cancelled, the stores of the jobs done before it are removed.
+    Parameters
+    ----------
+    jobs : list of Job
+        The jobs, in order.
+    progress : callable
+        ``progress(done, total)``: one count over all jobs, each job's share its
+        :func:`job_total`; it may raise to cancel.
+
+    Returns
+    -------
+    list of Outcome
+        One per job. When a job fails or is cancelled, the stores of the jobs done
+        before it are removed and the exception propagates.
     """
     if len(jobs) == 1:
         return [compute(jobs[0], progress)]
@@ -302,8 +333,19 @@ def compute_all(jobs: list[Job], progress: Callable[[int, int], None]) -> list[O
 
 
 def job_total(job: Job) -> int:
-    """The progress steps of a job, as far as known before it runs: iterations times
-    planes for NumPy input, the number of chunks of a lazy input (its level 0)."""
+    """Return the progress steps of a job, as far as known before it runs.
+
+    Parameters
+    ----------
+    job : Job
+        The job.
+
+    Returns
+    -------
+    int
+        Iterations times planes for NumPy input, the number of chunks of a lazy input's
+        level 0 (at least 1).
+    """
     layer = job.source.layer
     if is_lazy(layer):
         level = as_dask(_levels(layer)[0], job.source.channel_axis)
