@@ -97,13 +97,40 @@ class ImageFile:
         return None
 
     def replace(self, **changes: Any) -> ImageFile:
-        """Return a copy with some attributes changed (e.g. ``data=result``)."""
+        """Return a copy with some attributes changed (e.g. ``data=result``).
+
+        Parameters
+        ----------
+        **changes : Any
+            New values by attribute name (``data``, ``axes``, ``scale``...).
+
+        Returns
+        -------
+        ImageFile
+            A new image; this one is unchanged.
+
+        Raises
+        ------
+        ValueError
+            When the resulting ``axes`` do not describe the resulting ``data``.
+        """
         return dataclasses.replace(self, **changes)
 
 
 def format_of(path: Path) -> str:
     """The format of ``path`` from its name: ``"tiff"``, ``"picture"``, ``"fits"`` or
     ``"ome-zarr"``.
+
+    Parameters
+    ----------
+    path : Path
+        A file or folder; only its name's ending is looked at, case-insensitively
+        (see :data:`SUFFIXES`).
+
+    Returns
+    -------
+    str
+        ``"tiff"``, ``"picture"``, ``"fits"`` or ``"ome-zarr"``.
 
     Raises
     ------
@@ -144,12 +171,23 @@ def _module(fmt: str):
 def read_images(path: Path) -> list[ImageFile]:
     """Read every image series of a file.
 
+    Parameters
+    ----------
+    path : Path or str
+        The file to read (a folder for OME-Zarr); its name picks the format
+        (:func:`format_of`).
+
+    Returns
+    -------
+    list of ImageFile
+        One per image series, in file order; never empty.
+
     Raises
     ------
     FileFormatError
         For an unsupported name, a missing optional library (naming the extra to install),
         or a file that is missing, corrupt or truncated: one line naming the file and what
-        is wrong.
+        is wrong. KeyboardInterrupt and MemoryError propagate unchanged.
     """
     path = Path(path)
     module = _module(format_of(path))
@@ -169,6 +207,13 @@ def read_images(path: Path) -> list[ImageFile]:
 
 def check_writable(path: Path, images: Sequence[ImageFile]) -> None:
     """Check, before any computation, that ``path``'s format can hold ``images``.
+
+    Parameters
+    ----------
+    path : Path or str
+        The output to be written; its name picks the format (:func:`format_of`).
+    images : sequence of ImageFile
+        What would be written: the results, with the input's metadata.
 
     Raises
     ------

@@ -152,6 +152,13 @@ def _pixel_size(header, axis: int, ndim: int) -> float | None:
 def check(path: Path, images: list[ImageFile]) -> None:
     """Check that a FITS file can hold ``images``: one HDU each, in FITS's data types.
 
+    Parameters
+    ----------
+    path : Path
+        The output, named in the messages.
+    images : list of ImageFile
+        What would be written; each ``data``'s dtype is checked.
+
     Raises
     ------
     MissingExtraError
@@ -180,6 +187,11 @@ def write(path: Path, images: list[ImageFile], history: str) -> None:
         passed through are put back at their index.
     history : str
         Added as ``HISTORY`` cards (split at 72 characters) to each image HDU.
+
+    Raises
+    ------
+    MissingExtraError
+        When astropy is not installed.
     """
     fits = _astropy_fits(path)
     first = images[0].extra

@@ -77,8 +77,8 @@ def read(path: Path) -> list[ImageFile]:
     MissingExtraError
         When ome-zarr or zarr is not installed.
     FileFormatError
-        For a folder that is not an OME-Zarr image (a plain Zarr, a plate, a collection)
-        or holds several multiscales.
+        For a folder that is not Zarr, or not an OME-Zarr image (a plain Zarr, a plate, a
+        collection), or holds several multiscales.
     """
     _, _, _, io, reader, _ = _libraries(path)
     location = io.parse_url(str(path))
@@ -151,6 +151,13 @@ def _downscale(levels: list, axes: str) -> dict[str, int]:
 def check(path: Path, images: list[ImageFile]) -> None:
     """Check that an OME-Zarr can hold ``images``: one image with axes from ``TCZYX``.
 
+    Parameters
+    ----------
+    path : Path
+        The output folder, named in the messages.
+    images : list of ImageFile
+        What would be written; a samples axis ``S`` counts as the channel axis.
+
     Raises
     ------
     MissingExtraError
@@ -181,6 +188,11 @@ def write(path: Path, images: list[ImageFile], history: str) -> None:
         computed chunk by chunk with dask's current scheduler.
     history : str
         Stored as ``attrs["napari-diffuse"]["history"]`` of the image group.
+
+    Raises
+    ------
+    MissingExtraError
+        When ome-zarr or zarr is not installed.
     """
     da, zarr, ngff, _, _, writer = _libraries(path)
     image = images[0]

@@ -23,7 +23,26 @@ def _is_png(path: Path) -> bool:
 
 
 def read(path: Path) -> list[ImageFile]:
-    """Read a PNG or JPEG file as one :class:`ImageFile` (``axes`` ``"YX"`` or ``"YXS"``)."""
+    """Read a PNG or JPEG file as one :class:`ImageFile` (``axes`` ``"YX"`` or ``"YXS"``).
+
+    Parameters
+    ----------
+    path : Path
+        The file; Pillow reads it whatever its contents, the suffix (``.png`` or not)
+        only sets ``kind``.
+
+    Returns
+    -------
+    list of ImageFile
+        One image as Pillow decodes it: gray ``"YX"``, colour ``"YXS"`` (gray + alpha:
+        one sample), its alpha sample in ``alpha``; palette images as RGB(A), 1-bit ones
+        as 8-bit gray; ``kind`` ``"png"`` or ``"jpeg"``; no pixel size.
+
+    Raises
+    ------
+    FileFormatError
+        When Pillow cannot identify the contents as an image.
+    """
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -48,7 +67,21 @@ def read(path: Path) -> list[ImageFile]:
 def check(path: Path, images: list[ImageFile]) -> None:
     """Raise :class:`FileFormatError` unless ``images`` is one 2-D gray, gray + alpha, RGB or
     RGBA image of a dtype the format holds (PNG: uint8, or uint16 gray; JPEG: uint8 gray or
-    RGB, no alpha)."""
+    RGB, no alpha).
+
+    Parameters
+    ----------
+    path : Path
+        The output; PNG when its suffix is ``.png`` (any case), else JPEG.
+    images : list of ImageFile
+        What would be written.
+
+    Raises
+    ------
+    FileFormatError
+        For several images, an alpha channel in a JPEG, or other axes, channel counts or
+        dtypes; saying what to write instead.
+    """
     png = _is_png(path)
     fix = "Write a .tif (any dtype, stacks, channels) instead"
     if len(images) != 1:
@@ -71,7 +104,23 @@ def check(path: Path, images: list[ImageFile]) -> None:
 
 
 def write(path: Path, images: list[ImageFile], history: str) -> None:
-    """Write one image as PNG or JPEG, alpha put back (see :func:`check` for what fits)."""
+    """Write one image as PNG or JPEG, alpha put back (see :func:`check` for what fits).
+
+    Parameters
+    ----------
+    path : Path
+        The file to create: PNG when its suffix is ``.png`` (any case), else JPEG
+        (quality 95).
+    images : list of ImageFile
+        One image; its ``alpha`` is put back after the colour samples.
+    history : str
+        Written as the PNG ``Software`` text chunk, or the JPEG comment (UTF-8).
+
+    Raises
+    ------
+    FileFormatError
+        When the format cannot hold the image (see :func:`check`).
+    """
     from PIL import Image, PngImagePlugin
 
     check(path, images)

@@ -32,10 +32,22 @@ def _same_file(a: Path, b: Path) -> bool:
 def check_target(path: Path, *, inputs: Sequence[Path] = (), overwrite: bool = False) -> None:
     """Refuse a target that is an input (always) or that exists (unless ``overwrite``).
 
+    Parameters
+    ----------
+    path : Path
+        The output file (or ``.zarr`` folder) to be written.
+    inputs : sequence of Path
+        The input files; ``path`` is refused when it is the same file as any of them
+        (same resolved path, or the same file on disk).
+    overwrite : bool
+        Allow replacing an existing ``path`` (still refused when it is an input).
+
     Raises
     ------
     FileFormatError
-        Naming the file and the option that allows it (``--overwrite``), if any.
+        When ``path`` is an input, exists without ``overwrite``, or exists as a folder
+        where a file is to be written (or as a file where a ``.zarr`` folder is to be
+        written); naming the file and the option that allows it (``--overwrite``), if any.
     """
     for source in inputs:
         if _same_file(path, Path(source)):
@@ -75,11 +87,21 @@ def replace_atomically(path: Path, write: Callable[[Path], None]) -> None:
     :func:`os.replace`; a folder (OME-Zarr) is renamed over after the old folder is moved
     aside, and the old one is restored if that rename fails.
 
+    Parameters
+    ----------
+    path : Path
+        The final file or folder; its parent folder is created if missing.
+    write : callable
+        ``write(temporary)`` writes the whole output to the :class:`~pathlib.Path` it is
+        given: a hidden name beside ``path`` ending in ``path``'s suffixes (see
+        :data:`PARTIAL_MARK`).
+
     Raises
     ------
     FileFormatError
         When writing or renaming fails with an OSError (disk full, permissions), naming
-        the file and the system's message; other exceptions propagate unchanged.
+        the file and the system's message; other exceptions propagate unchanged, as does
+        an OSError creating the missing parent folder.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = _temporary_name(path)

@@ -119,10 +119,18 @@ def _ome_scale(image: dict) -> tuple[dict, dict, tuple[str, ...] | None]:
 def read(path: Path) -> list[ImageFile]:
     """Read every series of a TIFF file (see the module docstring for what is kept).
 
+    Parameters
+    ----------
+    path : Path
+        A ``.tif`` or ``.tiff`` file (plain, ImageJ or OME).
+
     Returns
     -------
     list of ImageFile
-        One per series, ``kind`` ``"imagej"``, ``"ome-tiff"`` or ``"tiff"``.
+        One per series, in file order, ``kind`` ``"imagej"``, ``"ome-tiff"`` or ``"tiff"``;
+        ``extra`` holds the photometric interpretation, planar configuration, extra
+        samples and pyramid level count (and ImageJ's other metadata, or the OME image
+        name).
     """
     import tifffile
 
@@ -166,7 +174,22 @@ def _flavour(path: Path, images: list[ImageFile]) -> str:
 def check(path: Path, images: list[ImageFile]) -> None:
     """Raise :class:`FileFormatError` when the TIFF flavour chosen for ``images`` cannot
     hold them (an ImageJ hyperstack: one series of uint8, uint16 or float32, axes among
-    TZCYXS)."""
+    TZCYXS).
+
+    Parameters
+    ----------
+    path : Path
+        The output; a ``.ome.tif`` or ``.ome.tiff`` name makes an OME-TIFF.
+    images : list of ImageFile
+        What would be written; their ``kind`` picks the flavour (all ``"imagej"``: an
+        ImageJ hyperstack). OME and plain TIFF hold any of them.
+
+    Raises
+    ------
+    FileFormatError
+        For an ImageJ hyperstack of several series, or of another dtype or axes; saying
+        to write an OME-TIFF instead.
+    """
     if _flavour(path, images) != "imagej":
         return
     if len(images) > 1:
@@ -272,6 +295,19 @@ def _levels(data: np.ndarray, axes: str, count: int) -> list[np.ndarray]:
 
 def write(path: Path, images: list[ImageFile], history: str) -> None:
     """Write ``images`` as one TIFF file: ImageJ, OME or plain (see the module docstring).
+
+    Parameters
+    ----------
+    path : Path
+        The file to create (BigTIFF when the data is large); an ``.ome.tif`` or
+        ``.ome.tiff`` name makes an OME-TIFF.
+    images : list of ImageFile
+        One series each, in order, ``alpha`` put back in the ``S`` axis; OME and plain
+        TIFF series get a pyramid of ``extra["levels"]`` levels (the lower ones 2x2 means,
+        as SubIFDs).
+    history : str
+        Added to ImageJ's *Info*, written as the OME image's description, or stored in
+        the plain TIFF's JSON description (key ``"napari-diffuse"``).
 
     Raises
     ------

@@ -25,7 +25,18 @@ _LONG = {short.lower(): long for long, short in _SHORT.items()}
 
 def long_name(unit: str | None) -> str | None:
     """The OME-Zarr (UDUNITS-2) name of ``unit``: ``"µm"``, ``"micron"``, ``"um"`` ->
-    ``"micrometer"``; unknown units unchanged; None stays None."""
+    ``"micrometer"``; unknown units unchanged; None stays None.
+
+    Parameters
+    ----------
+    unit : str or None
+        A unit name or symbol; matched ignoring case and surrounding spaces.
+
+    Returns
+    -------
+    str or None
+        The lowercase long name of a known unit, an unknown ``unit`` as given, or None.
+    """
     if unit is None:
         return None
     key = unit.strip().lower()
@@ -36,7 +47,19 @@ def long_name(unit: str | None) -> str | None:
 
 def short_name(unit: str | None) -> str | None:
     """The OME-XML / ImageJ symbol of ``unit``: ``"micrometer"``, ``"micron"`` -> ``"µm"``;
-    unknown units unchanged; None stays None."""
+    unknown units unchanged; None stays None.
+
+    Parameters
+    ----------
+    unit : str or None
+        A unit name or symbol; matched as in :func:`long_name`.
+
+    Returns
+    -------
+    str or None
+        The symbol of a known unit (``"µm"``, ``"s"``, ``"deg"``...), an unknown ``unit``
+        as given, or None.
+    """
     if unit is None:
         return None
     return _SHORT.get(long_name(unit), unit)
