@@ -38,6 +38,7 @@ from napari.qt.threading import FunctionWorker
 from .calibrate import Calibration, calibrate
 from .missing import started
 from .params import DiffuseParams
+from .widget_jobs import spatial_axes
 
 if TYPE_CHECKING:
     import napari.viewer
@@ -56,12 +57,6 @@ CURRENT_VIEW = "current view"
 AUTOMATIC = "automatic"
 
 Region = tuple[int, int, int, int]
-
-
-def _spatial_axes(ndim: int, channel_axis: int | None) -> list[int]:
-    """The last two axes of ``ndim`` that are not ``channel_axis``."""
-    axis = None if channel_axis is None else channel_axis % ndim
-    return [i for i in range(ndim) if i != axis][-2:]
 
 
 def view_region(viewer: napari.viewer.Viewer, layer: Layer,
@@ -87,7 +82,7 @@ def view_region(viewer: napari.viewer.Viewer, layer: Layer,
         raise ValueError("the 'current view' region needs the 2-D view: switch the viewer to "
                          "2-D, or choose a Shapes rectangle as the region (or, to "
                          "calibrate, 'automatic')")
-    axes = _spatial_axes(layer.ndim, None if layer.rgb else channel_axis)
+    axes = spatial_axes(layer.ndim, None if layer.rgb else channel_axis)
     offset = viewer.dims.ndim - layer.ndim  # layer axes are the last world axes
     if {offset + axis for axis in axes} != set(viewer.dims.displayed):
         raise ValueError(f"the current view does not show the spatial axes of "
@@ -134,10 +129,10 @@ def rectangle_region(shapes: Shapes, shape: tuple[int, ...],
                          "its rectangle tool, or choose another region")
     vertices = np.asarray(rectangles[0], dtype=float)
     # a Shapes layer drawn over the whole array has a column for the channel axis too
-    columns = _spatial_axes(vertices.shape[1],
+    columns = spatial_axes(vertices.shape[1],
                             channel_axis if vertices.shape[1] == len(shape) else None)
     low, high = vertices[:, columns].min(axis=0), vertices[:, columns].max(axis=0)
-    height, width = (shape[i] for i in _spatial_axes(len(shape), channel_axis))
+    height, width = (shape[i] for i in spatial_axes(len(shape), channel_axis))
     y0, x0 = (max(0, math.ceil(v)) for v in low)
     y1, x1 = min(height, math.floor(high[0]) + 1), min(width, math.floor(high[1]) + 1)
     if y1 <= y0 or x1 <= x0:

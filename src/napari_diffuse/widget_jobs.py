@@ -22,7 +22,7 @@ import functools
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from .params import DiffuseParams
 from .widget_controls import VALUE_RANGES
 
 __all__ = ["Source", "Job", "Outcome", "compute", "compute_all", "job_total", "is_lazy", "as_dask",
-           "make_source", "MaskDrawing", "LAZY_CHUNK"]
+           "make_source", "MaskDrawing", "LAZY_CHUNK", "spatial_axes", "without_channel"]
 
 #: Spatial chunk edge for lazy array-likes that have no chunks of their own (and for the
 #: levels of a NumPy multiscale layer).
@@ -83,9 +83,9 @@ class Job:
 class Outcome:
     """What a run gives back to the GUI thread.
 
-    ``result``, ``luminance_mask`` and ``variance_map`` are NumPy or zarr arrays, or lists
-    of them (largest first) for a multiscale layer; ``luminance_mask`` is uint8 for a lazy
-    input. ``stored`` holds a lazy input's store (its zarr folder, if any).
+    ``result``, ``luminance_mask`` (uint8) and ``variance_map`` are NumPy or zarr arrays,
+    or lists of them (largest first) for a multiscale layer. ``stored`` holds a lazy
+    input's store (its zarr folder, if any).
     """
 
     result: Any
@@ -145,7 +145,8 @@ def compute(job: Job, progress: Callable[[int, int], None]) -> Outcome:
                   nan=source.nan)
     result = api.diffuse(data, job.params, mask=source.mask, backend=source.backend,
                          progress=progress, **common)
-    mask = _diffusion_mask(data, job, common) if job.want_mask else None
+    # uint8, as napari's Labels layers hold it (and as the lazy path stores it)
+    mask = np.asarray(_diffusion_mask(data, job, common), np.uint8) if job.want_mask else None
     variance = limits = None
     if job.want_variance:
         variance = api.variance_map(data, job.params, mask=source.mask,
@@ -153,12 +154,11 @@ def compute(job: Job, progress: Callable[[int, int], None]) -> Outcome:
         limits = _limits(variance)
     # a large result is shown through a display pyramid (napari draws only what it shows)
     lower = result_store.display_levels(
-        result.shape, _spatial_axes(result.ndim, source.channel_axis), in_memory=True)
+        result.shape, spatial_axes(result.ndim, source.channel_axis), in_memory=True)
     if lower:
-        reduced = [_without(shape, source.channel_axis) for shape in lower]
+        reduced = [without_channel(shape, source.channel_axis) for shape in lower]
         result = result_store.pyramid(result, lower)
-        mask = None if mask is None else result_store.pyramid(
-            np.asarray(mask, np.uint8), reduced, "nearest")
+        mask = None if mask is None else result_store.pyramid(mask, reduced, "nearest")
         variance = None if variance is None else result_store.pyramid(variance, reduced)
     return Outcome(result, mask, variance, limits, time.perf_counter() - start)
 
@@ -179,9 +179,28 @@ def _levels(layer: Layer) -> list:
     return list(layer.data) if layer.multiscale else [layer.data]
 
 
-def _spatial_axes(ndim: int, channel_axis: int | None) -> list[int]:
-    axis = None if channel_axis is None else channel_axis % ndim
-    return [i for i in range(ndim) if i != axis][-2:]
+def without_channel(values: Sequence, channel_axis: int | None) -> tuple:
+    """Return ``values`` without the channel axis's entry.
+
+    Parameters
+    ----------
+    values : sequence
+        One entry per axis of an image: its shape, chunks, an index, or ``range(ndim)``.
+    channel_axis : int or None
+        The image's channel axis (negative counts from the end), or None for none.
+
+    Returns
+    -------
+    tuple
+        ``values`` as they are without a channel axis.
+    """
+    axis = None if channel_axis is None else channel_axis % len(values)
+    return tuple(v for i, v in enumerate(values) if i != axis)
+
+
+def spatial_axes(ndim: int, channel_axis: int | None) -> list[int]:
+    """Return the spatial axes of an ``ndim``-D image: its last two non-channel axes."""
+    return list(without_channel(range(ndim), channel_axis))[-2:]
 
 
 def as_dask(array, channel_axis: int | None):
@@ -206,16 +225,11 @@ def as_dask(array, channel_axis: int | None):
     chunks = getattr(array, "chunks", None)
     if not (isinstance(chunks, tuple) and len(chunks) == len(array.shape)
             and all(isinstance(c, (int, np.integer)) for c in chunks)):
-        spatial = _spatial_axes(len(array.shape), channel_axis)
+        spatial = spatial_axes(len(array.shape), channel_axis)
         axis = None if channel_axis is None else channel_axis % len(array.shape)
         chunks = tuple(LAZY_CHUNK if a in spatial else n if a == axis else 1
                        for a, n in enumerate(array.shape))
     return da.from_array(array, chunks=chunks, asarray=True, lock=False)
-
-
-def _without(shape: tuple[int, ...], channel_axis: int | None) -> tuple[int, ...]:
-    axis = None if channel_axis is None else channel_axis % len(shape)
-    return tuple(n for i, n in enumerate(shape) if i != axis)
 
 
 def _compute_lazy(job: Job, progress: Callable[[int, int], None]) -> Outcome:
@@ -224,18 +238,18 @@ def _compute_lazy(job: Job, progress: Callable[[int, int], None]) -> Outcome:
     source, params = job.source, job.params
     levels, channel_axis = _levels(source.layer), source.channel_axis
     shape, dtype = tuple(levels[0].shape), np.dtype(levels[0].dtype)
-    reduced = _without(shape, channel_axis)
+    reduced = without_channel(shape, channel_axis)
     level0_bytes = math.prod(shape) * dtype.itemsize + math.prod(reduced) * (
         int(job.want_mask) + 4 * int(job.want_variance))
     budget = result_store.in_memory_budget()
     in_memory = level0_bytes * 4 // 3 <= budget  # a pyramid adds at most a third
     if len(levels) > 1:
         lower = tuple(tuple(level.shape) for level in levels[1:])
-        lower_reduced = tuple(_without(s, channel_axis) for s in lower)
+        lower_reduced = tuple(without_channel(s, channel_axis) for s in lower)
     else:
         lower = tuple(result_store.display_levels(
-            shape, _spatial_axes(len(shape), channel_axis), in_memory=in_memory))
-        lower_reduced = tuple(_without(s, channel_axis) for s in lower)
+            shape, spatial_axes(len(shape), channel_axis), in_memory=in_memory))
+        lower_reduced = tuple(without_channel(s, channel_axis) for s in lower)
     common = dict(channel_axis=channel_axis, value_range=source.value_range, nan=source.nan)
 
     def build(check) -> list[result_store.Wanted]:  # in the store's helper thread
@@ -268,9 +282,8 @@ def _lazy_diffusion_mask(image, job: Job, common: dict, result):
     import dask.array as da
 
     source = job.source
-    axis = None if source.channel_axis is None else source.channel_axis % image.ndim
-    full = _without(tuple(image.shape), source.channel_axis)
-    chunks = tuple(c for i, c in enumerate(result.chunks) if i != axis)
+    full = without_channel(image.shape, source.channel_axis)
+    chunks = without_channel(result.chunks, source.channel_axis)
     if source.mask is not None:
         mask = np.broadcast_to(np.asarray(source.mask, bool), full)
         return da.from_array(mask, chunks=chunks).astype(np.uint8)
@@ -283,17 +296,12 @@ def _diffusion_mask(data, job: Job, common: dict):
     """Where the run diffuses: the inpaint mask when one is chosen, else the luminance mask
     (everywhere at a threshold of 0 %, as darktable)."""
     source = job.source
-    full = _mask_shape(data, source.channel_axis)
+    full = without_channel(data.shape, source.channel_axis)
     if source.mask is not None:
         return np.broadcast_to(np.asarray(source.mask, bool), full)
     if job.params.luminance_threshold <= 0.0:
         return np.ones(full, bool)
     return api.luminance_mask(data, job.params, **common)
-
-
-def _mask_shape(data, channel_axis: int | None) -> tuple[int, ...]:
-    axis = None if channel_axis is None else channel_axis % data.ndim
-    return tuple(n for i, n in enumerate(data.shape) if i != axis)
 
 
 def compute_all(jobs: list[Job], progress: Callable[[int, int], None]) -> list[Outcome]:
@@ -350,7 +358,7 @@ def job_total(job: Job) -> int:
     if is_lazy(layer):
         level = as_dask(_levels(layer)[0], job.source.channel_axis)
         return max(1, math.prod(len(c) for c in level.chunks))
-    shape = _mask_shape(layer.data, job.source.channel_axis)
+    shape = without_channel(layer.data.shape, job.source.channel_axis)
     planes = int(np.prod(shape[:-2], dtype=np.int64)) if len(shape) > 2 else 1
     return max(1, job.params.iterations) * planes
 
@@ -466,8 +474,7 @@ def make_source(layer: Layer, *, channel_axis: int | None, value_range: str,
         value_range = VALUE_RANGES[value_range]
     drawn = None
     if mask_layer is not None:
-        axis = None if channel_axis is None else channel_axis % data.ndim
-        full = tuple(n for i, n in enumerate(data.shape) if i != axis)
+        full = without_channel(data.shape, channel_axis)
         drawn = MaskDrawing.of(mask_layer, full[-2:], full)
     return Source(layer=layer, channel_axis=channel_axis, value_range=value_range,
                   mask_drawn=drawn, backend=backend, nan=nan)

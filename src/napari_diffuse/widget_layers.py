@@ -11,7 +11,6 @@ on the same input replaces its previous layers' data, unless the user renamed a 
 
 from __future__ import annotations
 
-import numpy as np
 from napari.layers import Image, Labels, Layer
 
 from .params import FIELDS, DiffuseParams
@@ -126,10 +125,8 @@ def publish(viewer, layer: Image, channel_axis: int | None, label: str, outcome,
                   contrast_limits=layer.contrast_limits, gamma=layer.gamma,
                   colormap=layer.colormap, **placement)
     if outcome.luminance_mask is not None:
-        mask = outcome.luminance_mask  # uint8 already when stored (lazy input)
-        if isinstance(mask, np.ndarray):
-            mask = mask.astype(np.uint8)
-        _put(viewer, source, "luminance mask", Labels, mask, keep=keep, below=result,
+        _put(viewer, source, "luminance mask", Labels, outcome.luminance_mask, keep=keep,
+             below=result,
              name=f"{layer.name} [luminance mask]", opacity=0.5, **reduced)
     if outcome.variance_map is not None:
         _put(viewer, source, "variance map", Image, outcome.variance_map, keep=keep,

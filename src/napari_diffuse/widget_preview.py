@@ -64,7 +64,7 @@ from . import api, intensity, tiling
 from .missing import started
 from .params import DiffuseParams
 from .widget_calibrate import CURRENT_VIEW, rectangle_region, view_region
-from .widget_jobs import as_dask
+from .widget_jobs import as_dask, spatial_axes, without_channel
 from .widget_layers import METADATA_KEY
 from .widget_runner import Runner
 
@@ -142,7 +142,7 @@ def crop_index(shape: tuple[int, ...], channel_axis: int | None, box: Box,
     """
     ndim = len(shape)
     channel = None if channel_axis is None else channel_axis % ndim
-    spatial = [axis for axis in range(ndim) if axis != channel][-2:]
+    spatial = spatial_axes(ndim, channel_axis)
     index = []
     for axis, size in enumerate(shape):
         if axis == channel:
@@ -448,14 +448,12 @@ class PreviewMixin:
             box = rectangle_region(choice, data.shape, source.channel_axis)
         else:
             box = clip_box(self._view_box(layer, source.channel_axis))
-        channel = None if source.channel_axis is None else source.channel_axis % data.ndim
         position = layer.world_to_data(self._viewer.dims.point)
         plane = {axis: int(np.round(position[axis])) for axis in range(layer.ndim)}
         index = crop_index(data.shape, source.channel_axis, box, plane)
         drawn, mask_index = source.mask_drawn, ()
         if drawn is not None:
-            mask_index = tuple(s for axis, s in enumerate(index) if axis != channel)
-            mask_index = mask_index[-len(drawn.shape):]
+            mask_index = without_channel(index, source.channel_axis)[-len(drawn.shape):]
         value_range = source.value_range
         resolved = self._preview_ranges.get(
             _range_key(layer, data, value_range, source.channel_axis, source.nan))
@@ -469,9 +467,7 @@ class PreviewMixin:
     def _view_box(self, layer: Layer, channel_axis: int | None) -> Box:
         """The current view's box; the whole image before the canvas has drawn it."""
         if not np.asarray(layer.corner_pixels).any():  # never drawn (a hidden viewer)
-            data = layer.data
-            channel = None if channel_axis is None else channel_axis % data.ndim
-            height, width = [n for axis, n in enumerate(data.shape) if axis != channel][-2:]
+            height, width = without_channel(layer.data.shape, channel_axis)[-2:]
             return 0, 0, height, width
         return view_region(self._viewer, layer, channel_axis)
 
@@ -497,9 +493,7 @@ class PreviewMixin:
 
     @staticmethod
     def _crop_size(job: PreviewJob) -> tuple[int, int]:
-        ndim = len(job.index)
-        channel = None if job.channel_axis is None else job.channel_axis % ndim
-        rows, columns = [s for axis, s in enumerate(job.index) if axis != channel][-2:]
+        rows, columns = without_channel(job.index, job.channel_axis)[-2:]
         return rows.stop - rows.start, columns.stop - columns.start
 
     def _on_preview_error(self, _busy_with: str, err: BaseException) -> None:
