@@ -1,4 +1,5 @@
-"""Shared fixtures: where darktable's reference vectors are, and a working OpenCL device."""
+"""Shared fixtures: where darktable's reference vectors are, a working OpenCL device, and a
+napari viewer with the dock widget (for the widget tests, which skip without napari)."""
 
 from __future__ import annotations
 
@@ -46,3 +47,19 @@ def require_opencl() -> None:
 def opencl_device() -> None:
     """A working OpenCL device: required in CI, skipped elsewhere when missing."""
     require_opencl()
+
+
+@pytest.fixture
+def viewer(make_napari_viewer):
+    """A napari viewer (napari's own fixture closes it after the test)."""
+    return make_napari_viewer()
+
+
+@pytest.fixture
+def widget(viewer, qtbot):
+    """The dock widget, docked in ``viewer``."""
+    from napari_diffuse.widget import DiffuseWidget
+
+    made = DiffuseWidget(viewer)
+    viewer.window.add_dock_widget(made, name="diffuse or sharpen")
+    return made

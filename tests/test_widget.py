@@ -46,18 +46,6 @@ def config_folder(tmp_path, monkeypatch):
     return tmp_path / "config"
 
 
-@pytest.fixture
-def viewer(make_napari_viewer):
-    return make_napari_viewer()
-
-
-@pytest.fixture
-def widget(viewer, qtbot):
-    made = DiffuseWidget(viewer)
-    viewer.window.add_dock_widget(made, name=WIDGET_NAME)
-    return made
-
-
 class Messages:
     """napari notifications shown since the fixture started."""
 

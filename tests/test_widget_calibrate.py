@@ -12,7 +12,7 @@ import pytest
 
 napari = pytest.importorskip("napari")
 
-from test_widget import config_folder, messages, viewer, widget  # noqa: E402,F401
+from test_widget import config_folder, messages  # noqa: E402,F401 - fixtures
 
 from napari_diffuse.calibrate import calibrate  # noqa: E402
 from napari_diffuse.presets import load_preset  # noqa: E402

@@ -13,7 +13,7 @@ from test_widget import FAST, images, outputs, run_and_wait  # noqa: E402
 
 from napari_diffuse import api  # noqa: E402
 from napari_diffuse.presets import load_preset  # noqa: E402
-from napari_diffuse.widget import DEFAULT_PRESETS, SELECTED, DiffuseWidget  # noqa: E402
+from napari_diffuse.widget import DEFAULT_PRESETS, SELECTED  # noqa: E402
 
 PLUGIN, WIDGET_NAME = "napari-diffuse", "diffuse or sharpen"
 
@@ -28,14 +28,6 @@ def window(make_napari_viewer, qtbot):
     dock, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET_NAME)
     qtbot.wait(100)
     return viewer, dock, widget
-
-
-@pytest.fixture
-def widget(make_napari_viewer):
-    viewer = make_napari_viewer()
-    made = DiffuseWidget(viewer)
-    viewer.window.add_dock_widget(made, name=WIDGET_NAME)
-    return made
 
 
 def test_the_dock_is_at_most_480_px_wide_and_run_is_always_visible(window, qtbot):

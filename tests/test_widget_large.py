@@ -15,11 +15,11 @@ napari = pytest.importorskip("napari")
 zarr = pytest.importorskip("zarr")
 
 from qtpy.QtCore import QTimer  # noqa: E402
+from test_widget import config_folder, outputs  # noqa: E402,F401 - config_folder: a fixture
 
 from napari_diffuse import api, result_store, tiling  # noqa: E402
 from napari_diffuse.params import DiffuseParams  # noqa: E402
-from napari_diffuse.user_presets import CONFIG_DIR_VARIABLE  # noqa: E402
-from napari_diffuse.widget import METADATA_KEY, SELECTED, DiffuseWidget  # noqa: E402
+from napari_diffuse.widget import METADATA_KEY, SELECTED  # noqa: E402
 
 #: One iteration of a light preset: a 4096x4096 run takes a few seconds on 2 CPU cores.
 QUICK = DiffuseParams.from_preset("denoise: fine").replace(iterations=1)
@@ -29,29 +29,11 @@ MAX_STALL = 0.5  # seconds the main thread may block
 
 
 @pytest.fixture(autouse=True)
-def config_folder(tmp_path, monkeypatch):
-    """User presets go to a fresh folder."""
-    monkeypatch.setenv(CONFIG_DIR_VARIABLE, str(tmp_path / "config"))
-
-
-@pytest.fixture(autouse=True)
 def store_folder(tmp_path, monkeypatch):
     """zarr stores go to a fresh folder (empty again once every store is gone)."""
     folder = tmp_path / "stores"
     monkeypatch.setattr(result_store, "STORE_FOLDER", folder)
     return folder
-
-
-@pytest.fixture
-def viewer(make_napari_viewer):
-    return make_napari_viewer()
-
-
-@pytest.fixture
-def widget(viewer, qtbot):
-    made = DiffuseWidget(viewer)
-    viewer.window.add_dock_widget(made, name="diffuse or sharpen")
-    return made
 
 
 class MainThreadWatch:
@@ -83,15 +65,6 @@ class MainThreadWatch:
 
 def noise(shape, chunks, seed=0):
     return da.random.default_rng(seed).random(shape, dtype=np.float32, chunks=chunks)
-
-
-def outputs(viewer) -> dict:
-    found = {}
-    for layer in viewer.layers:
-        info = layer.metadata.get(METADATA_KEY)
-        if isinstance(info, dict) and "role" in info:
-            found[info["role"]] = layer
-    return found
 
 
 def start(widget, layer, params, backend="numpy"):
