@@ -317,6 +317,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--stack", default=None, metavar="NxHxW",
                         help="also stream a single-channel stack of denoise: medium")
     parser.add_argument("--details", action="store_true", help="print every pass")
+    parser.add_argument("--tiled", choices=["default", "on", "off"], default="default",
+                        help="run the filtering kernels tiled or not (Engine(tiled=...)), also "
+                             "through diffuse(); default: the device kind's (TILED)")
     parser.add_argument("--build-log", action="store_true",
                         help="print the compiler's report on the filtering kernels (NVIDIA: "
                              "registers and spills, through -cl-nv-verbose)")
@@ -326,7 +329,12 @@ def main(argv=None) -> dict:
     width, height = (int(v) for v in args.size.lower().split("x"))
     device = select_device(args.device)
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
-    engine = Engine(device, profiling=True)
+    tiled = {"default": None, "on": True, "off": False}[args.tiled]
+    engine = Engine(device, profiling=True, tiled=tiled)
+    if tiled is not None:
+        from napari_diffuse import opencl_solver
+
+        opencl_solver.engine().tiled = tiled  # diffuse()'s engine too
     bandwidth = copy_bandwidth(engine.context, device, height * width * 16)
     results: dict = dict(device=f"{device.platform.name.strip()}: {device.name.strip()}",
                          size=[height, width], copy_bandwidth=bandwidth)
@@ -338,13 +346,14 @@ def main(argv=None) -> dict:
                                results)
         engine = fastest or engine
     results.update(shapes={k: list(v) for k, v in engine.shapes.items()},
-                   precise=engine.precise, fast_math=engine.fast_math,
+                   precise=engine.precise, fast_math=engine.fast_math, tiled=engine.tiled,
                    build_options=engine._build_options)
     if args.build_log:
         print_build_log(engine)
     print(f"engine: B-spline {tuple(engine.shapes['bspline_level'])}, PDE "
           f"{tuple(engine.shapes['pde_step'])} (vector width, rows per item, work-group), "
-          f"precise {engine.precise}, fast math {engine.fast_math}", flush=True)
+          f"precise {engine.precise}, fast math {engine.fast_math}, tiled {engine.tiled}",
+          flush=True)
     if args.reference is not None:
         print("reference parity:")
         results["reference"] = check_reference(engine, args.reference)

@@ -15,6 +15,39 @@
 
 constant float bspline_weight[5] = {0.0625f, 0.25f, 0.375f, 0.25f, 0.0625f};
 
+/* Horizontal tap j of ROWS rows from the column of ROWS + 4 vertical taps at that tap:
+ * lowpass[r] accumulates weight j * max(0, vertical sum), centre[r] keeps the source. */
+INLINE void bspline_tap(const vec_t *column, int j, vec_t *lowpass, vec_t *centre)
+{
+    #pragma unroll
+    for (int r = 0; r < ROWS; r++)
+    {
+        vec_t vertical = column[r] * bspline_weight[0];
+        #pragma unroll
+        for (int i = 1; i < 5; i++)
+            vertical = vertical + column[r + i] * bspline_weight[i];
+        vertical = fmax(vertical, 0.0f) * bspline_weight[j];
+        lowpass[r] = j == 0 ? vertical : lowpass[r] + vertical;
+        if (j == 2) centre[r] = column[r + 2];
+    }
+}
+
+/* lf = max(0, lowpass) and hf = centre - lf of the pack's ROWS rows y0, y0 + mult, ... */
+INLINE void bspline_store(global float *lf, global float *hf, const pack_t pack, int y0,
+                          int height, int row_length, int mult, const vec_t *lowpass,
+                          const vec_t *centre)
+{
+    #pragma unroll
+    for (int r = 0; r < ROWS; r++)
+    {
+        const int y = y0 + r * mult;
+        if (r > 0 && y >= height) return;
+        const vec_t low = fmax(lowpass[r], 0.0f);
+        store_pack(lf + y * row_length, pack, low);
+        store_pack(hf + y * row_length, pack, centre[r] - low);
+    }
+}
+
 INLINE void bspline_pack(global const float *src, global float *lf, global float *hf,
                          const pack_t pack, int y0, int width, int height, int channels,
                          int mult, bool interior)
@@ -29,32 +62,13 @@ INLINE void bspline_pack(global const float *src, global float *lf, global float
     #pragma unroll
     for (int j = 0; j < 5; j++)
     {
-        const int dx = (j - 2) * mult;
         vec_t column[ROWS + 4];
         #pragma unroll
         for (int k = 0; k < ROWS + 4; k++)
-            column[k] = load_pack(rows[k], pack, dx, width, channels, interior);
-        #pragma unroll
-        for (int r = 0; r < ROWS; r++)
-        {
-            vec_t vertical = column[r] * bspline_weight[0];
-            #pragma unroll
-            for (int i = 1; i < 5; i++)
-                vertical = vertical + column[r + i] * bspline_weight[i];
-            vertical = fmax(vertical, 0.0f) * bspline_weight[j];
-            lowpass[r] = j == 0 ? vertical : lowpass[r] + vertical;
-            if (j == 2) centre[r] = column[r + 2];
-        }
+            column[k] = load_pack(rows[k], pack, (j - 2) * mult, width, channels, interior);
+        bspline_tap(column, j, lowpass, centre);
     }
-    #pragma unroll
-    for (int r = 0; r < ROWS; r++)
-    {
-        const int y = y0 + r * mult;
-        if (r > 0 && y >= height) return;
-        const vec_t low = fmax(lowpass[r], 0.0f);
-        store_pack(lf + y * row_length, pack, low);
-        store_pack(hf + y * row_length, pack, centre[r] - low);
-    }
+    bspline_store(lf, hf, pack, y0, height, row_length, mult, lowpass, centre);
 }
 
 kernel void bspline_level(global const float *src, global float *lf, global float *hf,
@@ -73,4 +87,41 @@ kernel void bspline_level(global const float *src, global float *lf, global floa
         bspline_pack(src, lf, hf, pack, y0, width, height, channels, mult, true);
     else
         bspline_pack(src, lf, hf, pack, y0, width, height, channels, mult, false);
+}
+
+/* bspline_level with the work-group's rows of `src` staged in local memory first (`tile`:
+ * (ROWS * local rows + 4) * tile_width floats, tile_width = VEC * local packs +
+ * 4 * mult * channels; see load_tile in common.cl). Same results as bspline_level. */
+kernel void bspline_level_tiled(global const float *src, global float *lf, global float *hf,
+                                int width, int height, int channels, int mult, int classes,
+                                int aligned, int plane_stride, local float *tile)
+{
+    const size_t start = plane_start(classes, plane_stride);
+    src += start;
+    lf += start;
+    hf += start;
+    const int halo = 2 * mult * channels;
+    const int tile_width = VEC * (int)get_local_size(0) + 2 * halo;
+    const int tile_rows = ROWS * (int)get_local_size(1) + 4;
+    load_tile(tile, src, classes, halo, tile_width, tile_rows, width, height, channels, mult, 2);
+    barrier(CLK_LOCAL_MEM_FENCE);
+
+    const int y0 = first_row(classes);
+    const int p = get_global_id(0);
+    if (y0 >= height || VEC * p >= width * channels) return;
+    const pack_t pack = make_pack(p, width, channels, aligned);
+    const int column0 = halo + VEC * (int)get_local_id(0);
+    const int row0 = ROWS * (int)get_local_id(1);
+    vec_t lowpass[ROWS], centre[ROWS];
+    #pragma unroll
+    for (int j = 0; j < 5; j++)
+    {
+        vec_t column[ROWS + 4];
+        #pragma unroll
+        for (int k = 0; k < ROWS + 4; k++)
+            column[k] = vload_vec(0, tile + (row0 + k) * tile_width + column0
+                                     + (j - 2) * mult * channels);
+        bspline_tap(column, j, lowpass, centre);
+    }
+    bspline_store(lf, hf, pack, y0, height, width * channels, mult, lowpass, centre);
 }

@@ -148,6 +148,39 @@ INLINE vec_t pde_value(const vec_t *L, const vec_t *H, float4 speed, int4 mode,
     return fmax(result + L[4], 0.0f);
 }
 
+/* Row y of the pack's update from its stencils, stored in `out`: where a mask is used,
+ * unmasked pixels keep hf + lf, unclamped. */
+INLINE void pde_store(const vec_t *L, const vec_t *H, global float *out,
+                      global const uchar *mask, int use_mask, const pack_t pack, int y,
+                      int width, int channels, float4 speed, int4 mode, float4 anisotropy,
+                      float strength, float regularization, float variance_threshold)
+{
+    vec_t result = pde_value(L, H, speed, mode, anisotropy, strength, regularization,
+                             variance_threshold);
+    if (use_mask)
+    {
+        global const uchar *mask_row = mask + y * width;
+        const vec_t kept = H[4] + L[4];
+        ivec_t channel;
+        const ivec_t column = pack_columns(pack, channels, &channel);
+        const ivec_t inside = CONVERT_IVEC(GATHER(mask_row, column)) != 0;
+        result = select(kept, result, inside);
+    }
+    store_pack(out + y * width * channels, pack, result);
+}
+
+/* The stencils one row further down: rows 1 and 2 become rows 0 and 1 (row 2 is loaded
+ * next). */
+INLINE void slide_down(vec_t *L, vec_t *H)
+{
+    #pragma unroll
+    for (int e = 0; e < 6; e++)
+    {
+        L[e] = L[e + 3];
+        H[e] = H[e + 3];
+    }
+}
+
 /* ROWS rows of one pack, y0, y0 + mult, ...: consecutive rows share two of their three
  * stencil rows, so the work item reads ROWS + 2 rows of lf and hf instead of 3 * ROWS. */
 INLINE void pde_pack(global const float *hf, global const float *lf, global float *out,
@@ -161,16 +194,7 @@ INLINE void pde_pack(global const float *hf, global const float *lf, global floa
     #pragma unroll
     for (int k = 0; k < ROWS + 2; k++)
     {
-        if (k >= 3)
-        {
-            /* slide the stencils down one row */
-            #pragma unroll
-            for (int e = 0; e < 6; e++)
-            {
-                L[e] = L[e + 3];
-                H[e] = H[e + 3];
-            }
-        }
+        if (k >= 3) slide_down(L, H);
         const int i = k < 3 ? k : 2;
         const int row = clamp(y0 + (k - 1) * mult, 0, height - 1) * row_length;
         #pragma unroll
@@ -182,19 +206,8 @@ INLINE void pde_pack(global const float *hf, global const float *lf, global floa
         if (k < 2) continue;
         const int y = y0 + (k - 2) * mult;
         if (k > 2 && y >= height) return;
-        vec_t result = pde_value(L, H, speed, mode, anisotropy, strength, regularization,
-                                 variance_threshold);
-        if (use_mask)
-        {
-            /* unmasked pixels are kept: hf + lf, unclamped */
-            global const uchar *mask_row = mask + y * width;
-            const vec_t kept = H[4] + L[4];
-            ivec_t channel;
-            const ivec_t column = pack_columns(pack, channels, &channel);
-            const ivec_t inside = CONVERT_IVEC(GATHER(mask_row, column)) != 0;
-            result = select(kept, result, inside);
-        }
-        store_pack(out + y * row_length, pack, result);
+        pde_store(L, H, out, mask, use_mask, pack, y, width, channels, speed, mode,
+                  anisotropy, strength, regularization, variance_threshold);
     }
 }
 
@@ -219,4 +232,56 @@ kernel void pde_step(global const float *hf, global const float *lf, global floa
     else
         pde_pack(hf, lf, out, mask, use_mask, pack, y0, width, height, channels, mult, speed,
                  mode, anisotropy, strength, regularization, variance_threshold, false);
+}
+
+/* pde_step with the work-group's stencil rows of hf and lf staged in local memory first
+ * (`tiles`: 2 * tile_rows * tile_width floats, tile_rows = ROWS * local rows + 2 and
+ * tile_width = VEC * local packs + 2 * mult * channels): each float is read from global
+ * memory about once per group instead of once per tap, and all of a group's loads are in
+ * flight together. Same arguments and results as pde_step, plus `tiles`. */
+kernel void pde_step_tiled(global const float *hf, global const float *lf, global float *out,
+                           global const uchar *mask, int use_mask, int width, int height,
+                           int channels, int mult, int classes, int aligned,
+                           int plane_stride, int mask_stride, float4 speed, int4 mode,
+                           float4 anisotropy, float strength, float regularization,
+                           float variance_threshold, local float *tiles)
+{
+    const size_t start = plane_start(classes, plane_stride);
+    hf += start;
+    lf += start;
+    out += start;
+    mask += plane_start(classes, mask_stride);
+    const int halo = mult * channels;
+    const int tile_width = VEC * (int)get_local_size(0) + 2 * halo;
+    const int tile_rows = ROWS * (int)get_local_size(1) + 2;
+    local float *tile_h = tiles, *tile_l = tiles + tile_rows * tile_width;
+    load_tile(tile_h, hf, classes, halo, tile_width, tile_rows, width, height, channels, mult, 1);
+    load_tile(tile_l, lf, classes, halo, tile_width, tile_rows, width, height, channels, mult, 1);
+    barrier(CLK_LOCAL_MEM_FENCE);
+
+    const int y0 = first_row(classes);
+    const int p = get_global_id(0);
+    if (y0 >= height || VEC * p >= width * channels) return;
+    const pack_t pack = make_pack(p, width, channels, aligned);
+    const int column = halo + VEC * (int)get_local_id(0);
+    const int row0 = ROWS * (int)get_local_id(1);
+    vec_t L[9], H[9];
+    #pragma unroll
+    for (int k = 0; k < ROWS + 2; k++)
+    {
+        if (k >= 3) slide_down(L, H);
+        const int i = k < 3 ? k : 2;
+        const int offset = (row0 + k) * tile_width + column;
+        #pragma unroll
+        for (int j = 0; j < 3; j++)
+        {
+            L[3 * i + j] = vload_vec(0, tile_l + offset + (j - 1) * halo);
+            H[3 * i + j] = vload_vec(0, tile_h + offset + (j - 1) * halo);
+        }
+        if (k < 2) continue;
+        const int y = y0 + (k - 2) * mult;
+        if (k > 2 && y >= height) return;
+        pde_store(L, H, out, mask, use_mask, pack, y, width, channels, speed, mode, anisotropy,
+                  strength, regularization, variance_threshold);
+    }
 }

@@ -462,6 +462,37 @@ def test_fast_math_stays_close_and_equal_across_shapes(engine):
     _close(out, numpy_solver.solve(image, plan))
 
 
+@pytest.mark.parametrize("shape", [(37, 53, 1), (29, 41, 3), (40, 70, 4), (9, 33, 2)])
+def test_tiled_kernels_give_the_untiled_result(engine, shape):
+    """The kernels staging stencil rows in local memory (the GPU default) against the
+    plain ones, bit for bit: every scale, with a mask, for a stack batch; with a tile
+    limit that the wider scales' tiles exceed (they run untiled)."""
+    from napari_diffuse.opencl_program import KernelShape
+
+    plan = make_plan(DiffuseParams(**RANDOM_SETTINGS[0]))
+    image = _image(shape, seed=21)
+    mask = np.random.default_rng(22).random(shape[:2]) > 0.4
+    stack = _image((3, *shape), seed=23)
+    runs = {}
+    for tiled in (False, True):
+        run = opencl_solver.Engine(engine.device, vector_width=2, rows=3, local_size=(16, 2),
+                                   pde=KernelShape(1, 2, (32, 2)), precise=False,
+                                   stack_batch=2, tiled=tiled)
+        run._tile_limit = 2048  # small tiles: the wider scales run untiled
+        buffer = run._buffer("image0", 64)
+        work = {name: buffer for step in plan.passes for name in (*step.reads, *step.writes)}
+        kernels = run._iteration_kernels(run._program_for(shape[2]), buffer, work, buffer, 0,
+                                         shape, plan)
+        names = {k.kernel.function_name for k in kernels}
+        runs[tiled] = (run.solve(image, plan), run.solve(image, plan, mask),
+                       run.solve_planes(stack, plan), names)
+    assert runs[False][3] == {"bspline_level", "pde_step"}
+    assert runs[True][3] == {"bspline_level_tiled", "pde_step_tiled", "bspline_level",
+                             "pde_step"}
+    for plain, tiled in zip(runs[False][:3], runs[True][:3], strict=True):
+        np.testing.assert_array_equal(tiled, plain)
+
+
 def test_gpu_odd_channel_counts_take_the_scalar_shapes(engine):
     from napari_diffuse.opencl_program import SCALAR_SHAPE
 

@@ -33,6 +33,8 @@ from .opencl_program import (
     PDE_SHAPE,
     PRECISE,
     SCALAR_SHAPE,
+    TILE_BYTES,
+    TILED,
     KernelShape,
     Program,
     device_kind,
@@ -163,6 +165,10 @@ class Engine:
         Planes of a stack that each B-spline and PDE launch runs (:meth:`solve_planes`);
         default 8 on a GPU (fewer launches: fewer gaps between them; fewer when 8 do not
         fit the device), 1 on a CPU.
+    tiled : bool, optional
+        Run the B-spline and PDE passes in their tiled forms, which stage each work-group's
+        stencil rows in local memory, at every scale whose tile fits ``TILE_BYTES``
+        (default: the device kind's, ``TILED``). Same results either way.
 
     Raises
     ------
@@ -180,9 +186,12 @@ class Engine:
                  pde: KernelShape | None = None, precise: bool | None = None,
                  fast_math: bool | None = None, staged: bool | None = None,
                  profiling: bool = False, build_options: dict[str, tuple[str, ...]] | None = None,
-                 stack_batch: int | None = None):
+                 stack_batch: int | None = None, tiled: bool | None = None):
         self.device = device
         kind = device_kind(device)
+        #: Whether the filtering passes run tiled where their tile fits (``tiled``).
+        self.tiled = TILED[kind] if tiled is None else bool(tiled)
+        self._tile_limit = min(TILE_BYTES, device.local_mem_size)
         bspline = BSPLINE_SHAPE[kind]
         given = vector_width is not None or rows is not None or local_size is not None
         bspline = KernelShape(vector_width if vector_width is not None else bspline.vector_width,
@@ -423,7 +432,7 @@ class Engine:
         ``(planes, plane stride in floats, mask plane stride in bytes)``: each launch runs
         that many planes of a stack at once.
         """
-        planes, plane_stride, mask_stride = batch
+        mask_stride = batch[2]
         buffers = {"input": image_buf, "output": image_buf, **work}
         pde = self._program_for(shape[2], "pde_step")
         modes = cltypes.make_int4(*plan.modes)
@@ -432,25 +441,34 @@ class Engine:
         for step in plan.passes:
             s = step.scale
             if step.kind == "bspline":
-                size, geometry = program.rows_geometry("bspline_level", *shape, 1 << s, planes,
-                                                       plane_stride)
                 (level,), (low, high) = step.reads, step.writes
-                kernels.append(self._bound(
-                    program, "bspline_level", size,
-                    (buffers[level], buffers[low], buffers[high], *geometry), (s, slot)))
+                kernels.append(self._filter(program, "bspline_level", shape, 1 << s, batch,
+                                            (buffers[level], buffers[low], buffers[high]), (),
+                                            (s, slot)))
             else:
                 scale = plan.steps[s]
-                size, geometry = pde.rows_geometry("pde_step", *shape, scale.mult, planes,
-                                                   plane_stride)
                 (high, current), (target,) = step.reads, step.writes
-                kernels.append(self._bound(
-                    pde, "pde_step", size,
+                kernels.append(self._filter(
+                    pde, "pde_step", shape, scale.mult, batch,
                     (buffers[high], buffers[current], buffers[target], mask_buf,
-                     np.int32(use_mask), *geometry, np.int32(mask_stride),
-                     cltypes.make_float4(*scale.speeds), modes,
+                     np.int32(use_mask)),
+                    (np.int32(mask_stride), cltypes.make_float4(*scale.speeds), modes,
                      anisotropy, F32(scale.strength), F32(scale.regularization_factor),
                      F32(plan.variance_threshold)), (s, slot)))
         return kernels
+
+    def _filter(self, program: Program, name: str, shape, mult: int,
+                batch: tuple[int, int, int], buffers: tuple, constants: tuple, key) -> _Bound:
+        """Filtering kernel ``name`` at dilation ``mult`` bound to its arguments (buffers,
+        geometry, constants): its tiled form where :attr:`tiled` and the tile fits."""
+        tiled = name + "_tiled"
+        use_tile = self.tiled and (
+            program.tile_bytes(tiled, shape[2], mult) <= self._tile_limit)
+        name = tiled if use_tile else name
+        planes, plane_stride, _ = batch
+        size, geometry = program.rows_geometry(name, *shape, mult, planes, plane_stride)
+        tile = (cl.LocalMemory(program.tile_bytes(name, shape[2], mult)),) if use_tile else ()
+        return self._bound(program, name, size, (*buffers, *geometry, *constants, *tile), key)
 
     def _iteration(self, kernels: list[_Bound]) -> cl.Event:
         """Enqueue one iteration's kernels; return the last one's event."""

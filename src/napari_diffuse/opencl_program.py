@@ -18,14 +18,14 @@ import pyopencl as cl
 
 from .opencl_devices import OpenCLUnavailable
 
-__all__ = ["KERNEL_FILES", "KERNEL_NAMES", "KernelShape", "Program", "build", "device_kind",
-           "read_source", "shared_context"]
+__all__ = ["KERNEL_FILES", "KERNEL_NAMES", "TILED", "TILE_BYTES", "KernelShape", "Program",
+           "build", "device_kind", "read_source", "shared_context"]
 
 #: The kernel sources, concatenated in this order into one program.
 KERNEL_FILES = ("common.cl", "bspline.cl", "pde.cl", "inpaint.cl", "variance.cl",
                 "divergence.cl")
-KERNEL_NAMES = ("bspline_level", "pde_step", "luminance_mask", "inpaint_noise",
-                "keep_saturated", "variance_map", "peak")
+KERNEL_NAMES = ("bspline_level", "bspline_level_tiled", "pde_step", "pde_step_tiled",
+                "luminance_mask", "inpaint_noise", "keep_saturated", "variance_map", "peak")
 #: Precise arithmetic (no fused multiply-add, correctly rounded division and square root)
 #: per device kind: on a CPU it gives NumPy's results at no cost; on a GPU it costs time.
 PRECISE = {"GPU": False, "CPU": True}
@@ -52,6 +52,17 @@ PDE_SHAPE = {"GPU": KernelShape(2, 4, (64, 2)), "CPU": KernelShape(8, 1, (64, 4)
 #: (one float per work item; 1-channel planes ran fastest so on an H200, 2026-12-04).
 SCALAR_SHAPE = {"bspline_level": KernelShape(1, 2, (64, 2)),
                 "pde_step": KernelShape(1, 2, (64, 2))}
+#: The filtering kernels' tiled forms (kernels staging a work-group's stencil rows in local
+#: memory), with their vertical reach in rows and the arrays they stage.
+TILE_REACH = {"bspline_level_tiled": (2, 1), "pde_step_tiled": (1, 2)}
+#: Whether the filtering kernels run tiled per device kind, where the tile fits
+#: TILE_BYTES (a group's loads are then all in flight at once). Off by default until
+#: timed on a GPU (``benchmarks/opencl_roofline.py --tiled on``); on a CPU the caches
+#: already give the stencils' reuse, and barriers cost time.
+TILED = {"GPU": False, "CPU": False}
+#: Largest tile a work-group stages (bytes of local memory); larger (wider dilations) run
+#: untiled.
+TILE_BYTES = 32 << 10
 #: Cheaper reciprocals in the PDE (``native_rsqrt``, ``native_divide``) per device kind,
 #: unless arithmetic is precise; within darktable's tolerances, same at every shape.
 FAST_MATH = {"GPU": True, "CPU": False}
@@ -153,6 +164,15 @@ class Program:
         aligned = channels % self.vector_width == 0
         return size, (np.int32(width), np.int32(height), np.int32(channels), np.int32(mult),
                       np.int32(classes), np.int32(aligned), np.int32(plane_stride))
+
+    def tile_bytes(self, name: str, channels: int, mult: int) -> int:
+        """Local memory a work-group of ``name``'s tiled form (``bspline_level_tiled``,
+        ``pde_step_tiled``) stages at dilation ``mult``: its rows of the stencils' inputs
+        (one for the B-spline, hf and lf for the PDE), with the horizontal halo."""
+        reach, arrays = TILE_REACH[name]
+        lx, ly = self.local[name]
+        return 4 * arrays * (self.rows * ly + 2 * reach) * (
+            self.vector_width * lx + 2 * reach * mult * channels)
 
     def pixels_geometry(self, name: str, height: int, width: int) -> tuple[int, int]:
         """Global size of a kernel with one work item per pixel."""
