@@ -127,178 +127,94 @@ NOVAR = (
 
 print("plan", plan.modes, plan.anisotropy, spd, s.regularization_factor, plan.variance_threshold)
 
-VARIANTS = [
-    ("base (2,4,(64,2))", (), KernelShape(2, 4, (64, 2)), ()),
-    ("spec (2,4,(64,2))", SPEC, KernelShape(2, 4, (64, 2)), ()),
-    ("loads (2,4,(64,2))", LOADS, KernelShape(2, 4, (64, 2)), ()),
-    ("loads (4,1,(64,2))", LOADS, KernelShape(4, 1, (64, 2)), ()),
-    ("loads (4,4,(64,2))", LOADS, KernelShape(4, 4, (64, 2)), ()),
-    ("loads (1,4,(128,1))", LOADS, KernelShape(1, 4, (128, 1)), ()),
-    ("noexp (2,4,(64,2))", NOEXP, KernelShape(2, 4, (64, 2)), ()),
-    ("novar (2,4,(64,2))", NOVAR, KernelShape(2, 4, (64, 2)), ()),
-    ("spec (4,2,(64,2))", SPEC, KernelShape(4, 2, (64, 2)), ()),
-    ("spec (4,4,(32,4))", SPEC, KernelShape(4, 4, (32, 4)), ()),
-    ("spec (1,4,(128,1))", SPEC, KernelShape(1, 4, (128, 1)), ()),
-    ("spec (2,8,(64,2))", SPEC, KernelShape(2, 8, (64, 2)), ()),
-    ("spec relaxed (2,4,(64,2))", SPEC, KernelShape(2, 4, (64, 2)), ("-cl-fast-relaxed-math",)),
-    ("base (2,4,(256,1))", (), KernelShape(2, 4, (256, 1)), ()),
-]
-pde_bytes = 3 * nbytes
-ptx_done = set()
-for label, patch, shape, opts in VARIANTS:
-    src = patched(base_source, *patch)
-    try:
-        program = Program(
-            ctx, device, src, shape, precise=False, fast_math=True, extra_options=opts
-        )
-    except Exception as e:
-        print(label, "build failed", e)
-        continue
-    tag = label.split()[0]
-    if tag not in ptx_done and "NVIDIA" in device.platform.name:
-        ptx_done.add(tag)
-        ptx = program._program.get_info(cl.program_info.BINARIES)[0]
-        p = OUT / f"{tag}.ptx"
-        p.write_bytes(ptx)
-        r = subprocess.run(
-            ["ptxas", "-arch=sm_90", "-v", str(p), "-o", f"/tmp/{tag}.cubin"],
-            capture_output=True,
-            text=True,
-        )
-        print(
-            "\n".join(
-                line
-                for line in r.stderr.splitlines()
-                if "pde_step" in line or "bspline" in line or "registers" in line or "spill" in line
-            )
-        )
-        r = subprocess.run(
-            ["cuobjdump", "-sass", f"/tmp/{tag}.cubin"], capture_output=True, text=True
-        )
-        (OUT / f"{tag}.sass").write_text(r.stdout)
-    row = []
-    for mult in (1, 8):
-        size, geometry = program.rows_geometry("pde_step", H, W, C, mult)
-        k = program.kernels["pde_step"]
-        k.set_args(
-            bufs[0],
-            bufs[1],
-            bufs[2],
-            mask,
+
+def sweep(label: str, program: Program, name: str, mults) -> None:
+    """Print kernel ``name``'s time at each dilation as a share of the copy bandwidth (each
+    pass moves 3 image-sized arrays); tiled forms get their tile (Program.tile_bytes)."""
+    step = plan.steps[0]
+    constants = {
+        "bspline": (),
+        "pde": (
             np.int32(0),
-            *geometry,
-            np.int32(0),
-            cltypes.make_float4(*s.speeds),
+            cltypes.make_float4(*step.speeds),
             cltypes.make_int4(*plan.modes),
             cltypes.make_float4(*plan.anisotropy),
-            F32(s.strength),
-            F32(s.regularization_factor),
+            F32(step.strength),
+            F32(step.regularization_factor),
             F32(plan.variance_threshold),
-        )
-        t = timed(k, size, program.local["pde_step"] + (1,))
-        row.append(f"mult {mult}: {t * 1e3:.3f} ms {100 * pde_bytes / t / copy_bw:.0f} %")
-    print(f"pde {label}: " + "; ".join(row), flush=True)
-
-
-TVARIANTS = [
-    ("tiled (2,4,(64,2))", (), KernelShape(2, 4, (64, 2))),
-    ("tiled (4,2,(64,2))", (), KernelShape(4, 2, (64, 2))),
-    ("tiled (4,4,(64,2))", (), KernelShape(4, 4, (64, 2))),
-    ("tiled (4,4,(32,4))", (), KernelShape(4, 4, (32, 4))),
-    ("tiled (2,4,(128,1))", (), KernelShape(2, 4, (128, 1))),
-    ("tiled (2,8,(64,1))", (), KernelShape(2, 8, (64, 1))),
-    ("tiled (1,4,(128,2))", (), KernelShape(1, 4, (128, 2))),
-    ("tiled (4,8,(64,1))", (), KernelShape(4, 8, (64, 1))),
-    ("tiled spec (4,4,(64,2))", SPEC, KernelShape(4, 4, (64, 2))),
-    ("tiled spec (2,4,(64,2))", SPEC, KernelShape(2, 4, (64, 2))),
-]
-for label, patch, shape in TVARIANTS:
-    program = Program(
-        ctx, device, patched(base_source, *patch), shape, precise=False, fast_math=True
-    )
+        ),
+    }
+    kind = name.split("_")[0]
+    buffers = (*bufs, mask, np.int32(0)) if kind == "pde" else tuple(bufs)
     row = []
-    lx, ly = shape.local_size
-    for mult in (1, 8, 16, 32):
-        size, geometry = program.rows_geometry("pde_step", H, W, C, mult)
-        tw = shape.vector_width * lx + 2 * mult * C
-        tr = shape.rows * ly + 2
-        k = program.kernels["pde_step_tiled"]
-        k.set_args(
-            bufs[0],
-            bufs[1],
-            bufs[2],
-            mask,
-            np.int32(0),
-            *geometry,
-            np.int32(0),
-            cltypes.make_float4(*s.speeds),
-            cltypes.make_int4(*plan.modes),
-            cltypes.make_float4(*plan.anisotropy),
-            F32(s.strength),
-            F32(s.regularization_factor),
-            F32(plan.variance_threshold),
-            cl.LocalMemory(2 * tw * tr * 4),
-        )
+    for mult in mults:
+        size, geometry = program.rows_geometry(name, H, W, C, mult)
+        tile = ()
+        if name.endswith("_tiled"):
+            tile = (cl.LocalMemory(program.tile_bytes(name, C, mult)),)
+        kernel = program.kernels[name]
+        kernel.set_args(*buffers, *geometry, *constants[kind], *tile)
         try:
-            t = timed(k, size, (lx, ly, 1))
-        except Exception as e:
-            row.append(f"mult {mult}: {type(e).__name__}")
+            t = timed(kernel, size, program.local[name] + (1,))
+        except cl.Error as error:  # a tile the device refuses: report, go on
+            row.append(f"mult {mult}: {type(error).__name__}")
             continue
-        row.append(
-            f"mult {mult}: {t * 1e3:.3f} ms {100 * pde_bytes / t / copy_bw:.0f} % "
-            f"({2 * tw * tr * 4 // 1024} KiB)"
-        )
-    print(f"pde {label}: " + "; ".join(row), flush=True)
+        extra = f" ({program.tile_bytes(name, C, mult) // 1024} KiB)" if tile else ""
+        row.append(f"mult {mult}: {t * 1e3:.3f} ms {100 * 3 * nbytes / t / copy_bw:.0f} %{extra}")
+    print(f"{kind} {label}: " + "; ".join(row), flush=True)
+
+
+def print_registers(tag: str, program: Program) -> None:
+    """NVIDIA only: the program's PTX and SASS to $OUT, ptxas' registers and spills."""
+    ptx = OUT / f"{tag}.ptx"
+    ptx.write_bytes(program._program.get_info(cl.program_info.BINARIES)[0])
+    cubin = f"/tmp/{tag}.cubin"
+    r = subprocess.run(["ptxas", "-arch=sm_90", "-v", str(ptx), "-o", cubin],
+                       capture_output=True, text=True)
+    print("\n".join(line for line in r.stderr.splitlines()
+                    if any(word in line for word in ("pde_step", "bspline", "registers", "spill"))))
+    r = subprocess.run(["cuobjdump", "-sass", cubin], capture_output=True, text=True)
+    (OUT / f"{tag}.sass").write_text(r.stdout)
+
 
 NOHF = (("store_pack(hf + y * row_length, pack, centre[r] - low);", ""),)
-BVARIANTS = [
-    ("base (4,2,(64,2))", (), KernelShape(4, 2, (64, 2))),
-    ("nohf (4,2,(64,2))", NOHF, KernelShape(4, 2, (64, 2))),
-    ("base (4,4,(64,2))", (), KernelShape(4, 4, (64, 2))),
-    ("base (4,2,(128,1))", (), KernelShape(4, 2, (128, 1))),
-    ("base (4,2,(32,4))", (), KernelShape(4, 2, (32, 4))),
-    ("base (2,4,(64,2))", (), KernelShape(2, 4, (64, 2))),
-    ("base (4,8,(64,2))", (), KernelShape(4, 8, (64, 2))),
+K = KernelShape
+#: (kernel, label, source patch, shape, extra build options)
+VARIANTS = [
+    *[("pde_step", f"base {tuple(sh)}", (), sh, ())
+      for sh in (K(2, 4, (64, 2)), K(2, 4, (256, 1)))],
+    *[("pde_step", f"spec {tuple(sh)}", SPEC, sh, ())
+      for sh in (K(2, 4, (64, 2)), K(4, 2, (64, 2)), K(4, 4, (32, 4)), K(1, 4, (128, 1)),
+                 K(2, 8, (64, 2)))],
+    ("pde_step", "spec relaxed (2, 4, (64, 2))", SPEC, K(2, 4, (64, 2)),
+     ("-cl-fast-relaxed-math",)),
+    *[("pde_step", f"loads {tuple(sh)}", LOADS, sh, ())
+      for sh in (K(2, 4, (64, 2)), K(4, 1, (64, 2)), K(4, 4, (64, 2)), K(1, 4, (128, 1)))],
+    ("pde_step", "noexp (2, 4, (64, 2))", NOEXP, K(2, 4, (64, 2)), ()),
+    ("pde_step", "novar (2, 4, (64, 2))", NOVAR, K(2, 4, (64, 2)), ()),
+    *[("pde_step_tiled", f"tiled {tuple(sh)}", (), sh, ())
+      for sh in (K(2, 4, (64, 2)), K(4, 2, (64, 2)), K(4, 4, (64, 2)), K(4, 4, (32, 4)),
+                 K(2, 4, (128, 1)), K(2, 8, (64, 1)), K(1, 4, (128, 2)), K(4, 8, (64, 1)))],
+    *[("pde_step_tiled", f"tiled spec {tuple(sh)}", SPEC, sh, ())
+      for sh in (K(4, 4, (64, 2)), K(2, 4, (64, 2)))],
+    *[("bspline_level", f"base {tuple(sh)}", (), sh, ())
+      for sh in (K(4, 2, (64, 2)), K(4, 4, (64, 2)), K(4, 2, (128, 1)), K(4, 2, (32, 4)),
+                 K(2, 4, (64, 2)), K(4, 8, (64, 2)))],
+    ("bspline_level", "nohf (4, 2, (64, 2))", NOHF, K(4, 2, (64, 2)), ()),
+    *[("bspline_level_tiled", f"tiled {tuple(sh)}", (), sh, ())
+      for sh in (K(4, 2, (64, 2)), K(4, 4, (64, 2)), K(4, 4, (32, 4)), K(4, 8, (64, 1)),
+                 K(2, 4, (128, 2)), K(4, 2, (128, 2)), K(8, 4, (32, 2)))],
 ]
-for label, patch, shape in BVARIANTS:
-    program = Program(
-        ctx, device, patched(base_source, *patch), shape, precise=False, fast_math=True
-    )
-    row = []
-    for mult in (1, 8):
-        size, geometry = program.rows_geometry("bspline_level", H, W, C, mult)
-        k = program.kernels["bspline_level"]
-        k.set_args(bufs[0], bufs[1], bufs[2], *geometry)
-        t = timed(k, size, program.local["bspline_level"] + (1,))
-        row.append(f"mult {mult}: {t * 1e3:.3f} ms {100 * 3 * nbytes / t / copy_bw:.0f} %")
-    print(f"bspline {label}: " + "; ".join(row), flush=True)
-
-BT = [
-    KernelShape(4, 2, (64, 2)),
-    KernelShape(4, 4, (64, 2)),
-    KernelShape(4, 4, (32, 4)),
-    KernelShape(4, 8, (64, 1)),
-    KernelShape(2, 4, (128, 2)),
-    KernelShape(4, 2, (128, 2)),
-    KernelShape(8, 4, (32, 2)),
-]
-for shape in BT:
-    program = Program(ctx, device, base_source, shape, precise=False, fast_math=True)
-    row = []
-    lx, ly = shape.local_size
-    for mult in (1, 8, 16, 32):
-        size, geometry = program.rows_geometry("bspline_level", H, W, C, mult)
-        tw = shape.vector_width * lx + 4 * mult * C
-        tr = shape.rows * ly + 4
-        k = program.kernels["bspline_level_tiled"]
-        k.set_args(bufs[0], bufs[1], bufs[2], *geometry, cl.LocalMemory(tw * tr * 4))
-        try:
-            t = timed(k, size, (lx, ly, 1))
-        except Exception as e:
-            row.append(f"mult {mult}: {type(e).__name__}")
-            continue
-        row.append(
-            f"mult {mult}: {t * 1e3:.3f} ms {100 * 3 * nbytes / t / copy_bw:.0f} % "
-            f"({tw * tr * 4 // 1024} KiB)"
-        )
-    print(f"bspline tiled {tuple(shape)}: " + "; ".join(row), flush=True)
+registers_shown = set()
+for name, label, patch, shape, options in VARIANTS:
+    try:
+        program = Program(ctx, device, patched(base_source, *patch), shape, precise=False,
+                          fast_math=True, extra_options=options)
+    except cl.Error as error:
+        print(label, "build failed", error)
+        continue
+    tag = label.split()[0]
+    if tag not in registers_shown and "NVIDIA" in device.platform.name:
+        registers_shown.add(tag)
+        print_registers(tag, program)
+    sweep(label, program, name, (1, 8, 16, 32) if name.endswith("_tiled") else (1, 8))
