@@ -188,7 +188,8 @@ INLINE void load_tile(local float *tile, global const float *src, int classes, i
     const bool inside = start >= 0 && start + tile_width <= row_length;
     for (int t = get_local_id(1); t < tile_rows; t += get_local_size(1))
     {
-        global const float *row = src + clamp(ybase + (t - reach) * mult, 0, height - 1) * row_length;
+        global const float *row =
+            src + clamp(ybase + (t - reach) * mult, 0, height - 1) * row_length;
         local float *target = tile + t * tile_width;
         for (int c = get_local_id(0); c < tile_width; c += get_local_size(0))
         {

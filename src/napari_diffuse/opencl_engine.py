@@ -461,13 +461,13 @@ class Engine:
                 batch: tuple[int, int, int], buffers: tuple, constants: tuple, key) -> _Bound:
         """Filtering kernel ``name`` at dilation ``mult`` bound to its arguments (buffers,
         geometry, constants): its tiled form where :attr:`tiled` and the tile fits."""
-        tiled = name + "_tiled"
-        use_tile = self.tiled and (
-            program.tile_bytes(tiled, shape[2], mult) <= self._tile_limit)
-        name = tiled if use_tile else name
+        tile = ()
+        if self.tiled:
+            tile_bytes = program.tile_bytes(name + "_tiled", shape[2], mult)
+            if tile_bytes <= self._tile_limit:
+                name, tile = name + "_tiled", (cl.LocalMemory(tile_bytes),)
         planes, plane_stride, _ = batch
         size, geometry = program.rows_geometry(name, *shape, mult, planes, plane_stride)
-        tile = (cl.LocalMemory(program.tile_bytes(name, shape[2], mult)),) if use_tile else ()
         return self._bound(program, name, size, (*buffers, *geometry, *constants, *tile), key)
 
     def _iteration(self, kernels: list[_Bound]) -> cl.Event:
