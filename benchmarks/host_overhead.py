@@ -38,11 +38,14 @@ def main(argv=None) -> dict:
     parser.add_argument("--size", default="6000x4000", help="WIDTHxHEIGHT")
     parser.add_argument("--preset", default="denoise: medium")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--iterations", type=int, default=None,
+                        help="override the preset's iterations (a CPU device: fewer)")
     args = parser.parse_args(argv)
     width, height = (int(v) for v in args.size.lower().split("x"))
     image = np.random.default_rng(0).random((height, width, 4), dtype=np.float32)
     layout = intensity.check_image(image, -1, "dtype")
-    plan = make_plan(DiffuseParams.from_preset(args.preset))
+    overrides = {} if args.iterations is None else {"iterations": args.iterations}
+    plan = make_plan(DiffuseParams.from_preset(args.preset).replace(**overrides))
     from napari_diffuse import opencl_solver
 
     steps = {
@@ -53,11 +56,12 @@ def main(argv=None) -> dict:
         "np.sum (the former NaN/Inf check)": lambda: np.sum(image),
         "check_image (value-range survey)": lambda: intensity.check_image(image, -1, None),
         "to_planes (working-range check)": lambda: intensity.to_planes(image, layout),
-        "check_finite": lambda: intensity.check_finite(image[None], layout),
+        "check_values (NaN/Inf and working range)":
+            lambda: intensity.check_values(image[None], layout),
         "from_planes": lambda: intensity.from_planes(image[None], layout),
         "solver, host to host": lambda: opencl_solver.solve(image, plan),
         "diffuse()": lambda: diffuse(image, preset=args.preset, channel_axis=-1,
-                                     backend="opencl"),
+                                     backend="opencl", **overrides),
     }
     results = {}
     for name, run in steps.items():

@@ -228,13 +228,34 @@ def test_non_finite_values_are_still_reported_as_such():
             diffuse(image, value_range=value_range, **FINE)
 
 
-# ----------------------------------------------------------- one pass over the input
-def test_the_survey_reads_the_input_once_for_every_check(monkeypatch):
+# ----------------------------------------------------------- passes over the input
+def _count_full_passes(monkeypatch, size: int) -> list[int]:
+    """Record every :func:`intensity.extremes` pass over ``size`` values or more."""
     from napari_diffuse import intensity
 
+    passes = []
+    real = intensity.extremes
+    monkeypatch.setattr(intensity, "extremes",
+                        lambda a: (passes.append(a.size) if a.size >= size else None,
+                                   real(a))[1])
+    return passes
+
+
+def test_the_survey_reads_every_value_only_when_it_needs_them(monkeypatch):
     image = np.random.default_rng(0).random((3, 96, 80), dtype=np.float32)
-    layout = check_image(image, 0, None)
-    assert layout.extremes == (float(image.min()), float(image.max()))
+    passes = _count_full_passes(monkeypatch, image.size)
+    # a float image's detection needs only the sample's percentiles
+    assert check_image(image, 0, None).extremes is None and passes == []
+    # an integer's needs its maximum, "auto" its minimum: then the extremes are known
+    counts = np.rint(image * 1000).astype(np.uint16)
+    with pytest.warns(IntensityWarning):  # 0..1000 of 0..65535
+        assert check_image(counts, 0, None).extremes == (float(counts.min()),
+                                                         float(counts.max()))
+    assert check_image(image, 0, "auto").extremes == (float(image.min()), float(image.max()))
+    with pytest.warns(IntensityWarning):  # far beyond 0..1: "auto" replaces "dtype"
+        far = check_image(image * 1000, 0, None)
+    assert far.extremes == (float((image * 1000).min()), float((image * 1000).max()))
+    assert len(passes) == 3
     # what reads no values, or not all of them, knows nothing
     assert check_image(image, 0, "dtype").extremes is None
     assert check_image(image, 0, (0, 2)).extremes is None
@@ -243,20 +264,51 @@ def test_the_survey_reads_the_input_once_for_every_check(monkeypatch):
     holed[1, 5, 7] = np.inf
     assert check_image(holed, 0, "auto").extremes is None
 
-    passes = []
-    real = intensity.extremes
-    monkeypatch.setattr(intensity, "extremes", lambda a: (passes.append(a.size), real(a))[1])
-    out = diffuse(image, preset="denoise: fine", iterations=1, channel_axis=0,
-                  backend="numpy")
-    surveyed, passes[:] = len(passes), []
-    expected = diffuse(image, preset="denoise: fine", iterations=1, channel_axis=0,
-                       backend="numpy", value_range="dtype")
-    # without a survey: a working-range pass and a NaN/Inf pass (the solver's own divergence
-    # checks come on top of both); with it, its one pass serves both checks
-    assert surveyed == len(passes) - 1, (surveyed, len(passes))
-    np.testing.assert_array_equal(out, expected)
-    # a NaN or an Inf is still named, whatever the survey saw
-    passes.clear()
+
+def test_the_numpy_path_reads_the_input_once_for_its_checks(monkeypatch):
+    image = np.random.default_rng(0).random((3, 96, 80), dtype=np.float32)
+    passes = _count_full_passes(monkeypatch, image.size)
+    for value_range in (None, "dtype"):
+        out = diffuse(image, preset="denoise: fine", iterations=1, channel_axis=0,
+                      backend="numpy", value_range=value_range)
+        # one pass checks NaN/Inf and the working range at once; the solver's divergence
+        # check reads the input's peak and the result's
+        assert passes == [image.size] * 3, (value_range, passes)
+        passes.clear()
+    np.testing.assert_array_equal(out, diffuse(image, preset="denoise: fine", iterations=1,
+                                               channel_axis=0, backend="numpy"))
+    holed = image.copy()
+    holed[1, 5, 7] = np.inf
     with pytest.raises(ValueError, match=r"1 infinite value\(s\); the first is at index "
                                          r"\(1, 5, 7\)"):
         diffuse(holed, preset="denoise: fine", iterations=1, channel_axis=0, backend="numpy")
+
+
+@pytest.mark.parametrize("layout", ["plane", "stack"])
+def test_the_opencl_path_checks_the_input_on_its_device(opencl_device, monkeypatch, layout):
+    """No host pass over a float32 input: the device's reduction of the uploaded input
+    refuses NaN, Inf and values beyond the working range, and the message is still the
+    host's, naming the count and the first index (the negative control: the NumPy
+    solver, which needs the host's pass)."""
+    from napari_diffuse.intensity import MAX_WORKING
+
+    image = np.random.default_rng(1).random((3, 64, 48), dtype=np.float32)
+    if layout == "plane":
+        image = image[0]
+    at = (1, 5, 7) if layout == "stack" else (5, 7)
+    run = {"preset": "denoise: fine", "iterations": 2, "channel_axis": None}
+    passes = _count_full_passes(monkeypatch, image.size)
+    out = diffuse(image, backend="opencl", **run)
+    assert passes == []
+    np.testing.assert_allclose(out, diffuse(image, backend="numpy", **run), atol=2e-6)
+    assert passes[:1] == [image.size]  # the control: the NumPy path's check reads it all
+    for bad, message in ((np.nan, r"1 NaN and 0 infinite"), (-np.inf, r"0 NaN and 1 infinite"),
+                         (np.float32(4 * MAX_WORKING), r"1 value\(s\) of the image map to "
+                                                        r"working values up to 4e\+30")):
+        holed = image.copy()
+        holed[at] = bad
+        with pytest.raises(ValueError, match=message) as refused:
+            diffuse(holed, backend="opencl", **run)
+        if np.isnan(bad) or np.isinf(bad):
+            assert f"the first is at index {at}" in str(refused.value)
+        np.testing.assert_array_equal(holed[at], bad)  # the caller's array is untouched

@@ -8,6 +8,7 @@ back to the caller's shape and dtype. Dask arrays, and NumPy planes too large fo
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -16,7 +17,7 @@ import numpy as np
 
 from . import intensity, tiling
 from .backends import get_solver
-from .errors import InpaintingWarning
+from .errors import InpaintingWarning, InvalidInputError
 from .missing import check_nan_policy, diffuse_with_missing, started
 from .params import DiffuseParams
 from .plan import make_plan
@@ -58,10 +59,24 @@ def _validate(image, params, preset, channel_axis, value_range, overrides):
     return image, params, layout
 
 
-def _planes(image, layout: intensity.Layout) -> np.ndarray:
-    planes = intensity.to_planes(image, layout)
-    intensity.check_finite(planes, layout)
+def _planes(image, layout: intensity.Layout, solver_checks: bool = False) -> np.ndarray:
+    """The working planes, checked for NaN/Inf and the working range here unless
+    ``solver_checks`` (the solver's ``CHECKS_ON_DEVICE``: then :func:`_solved` answers)."""
+    planes = intensity.to_planes(image, layout, check=False)
+    if not solver_checks:
+        intensity.check_values(planes, layout)
     return planes
+
+
+@contextlib.contextmanager
+def _solved(planes: np.ndarray, layout: intensity.Layout):
+    """Turn a solver's :class:`~napari_diffuse.errors.InvalidInputError` into the host's
+    message: how many NaN/Inf or out-of-range values, and the first one's index."""
+    try:
+        yield
+    except InvalidInputError:
+        intensity.check_values(planes, layout)
+        raise
 
 
 def _masks(planes, layout, mask) -> list[np.ndarray | None]:
@@ -247,19 +262,20 @@ def diffuse(image, params: DiffuseParams | None = None, *, preset: str | None = 
                                         progress=progress, **chunking)
         planes = None
     else:
-        planes = _planes(image, layout)
+        planes = _planes(image, layout, solver.CHECKS_ON_DEVICE)
         masks = _masks(planes, layout, mask)
         total = planes.shape[0] * plan.iterations
-        if planes.shape[0] > 1 and hasattr(solver, "solve_planes"):
-            # a stack streams through the device, its transfers hidden behind the kernels
-            out = solver.solve_planes(planes, plan, masks, progress=progress)
-        else:
-            results = []
-            for p, (plane, plane_mask) in enumerate(zip(planes, masks, strict=True)):
-                report = None if progress is None else (
-                    lambda done, _total, p=p: progress(p * plan.iterations + done, total))
-                results.append(solver.solve(plane, plan, plane_mask, progress=report))
-            out = results[0][None] if len(results) == 1 else np.stack(results)
+        with _solved(planes, layout):
+            if planes.shape[0] > 1 and hasattr(solver, "solve_planes"):
+                # a stack streams through the device, its transfers hidden behind the kernels
+                out = solver.solve_planes(planes, plan, masks, progress=progress)
+            else:
+                results = []
+                for p, (plane, plane_mask) in enumerate(zip(planes, masks, strict=True)):
+                    report = None if progress is None else (
+                        lambda done, _total, p=p: progress(p * plan.iterations + done, total))
+                    results.append(solver.solve(plane, plan, plane_mask, progress=report))
+                out = results[0][None] if len(results) == 1 else np.stack(results)
         result = intensity.from_planes(out, layout)
     if mask is not None:
         before = intensity.to_planes(image, layout) if planes is None else planes

@@ -8,7 +8,10 @@ Every solver module offers the same two functions, with the same arguments and
 luminance mask when the plan's ``luminance_threshold`` is above 0, else none), and the flag
 ``TILES_ON_DEVICE``: True when the solver fits any image to its device itself, holding
 only the input and the output in host memory (then :mod:`.tiling` need not chunk NumPy
-input to bound memory).
+input to bound memory); and ``CHECKS_ON_DEVICE``: True when ``solve`` and
+``solve_planes`` refuse NaN, Inf and values beyond the working range themselves
+(:class:`~napari_diffuse.errors.InvalidInputError`), so the caller need not read the
+input for them (:func:`~napari_diffuse.intensity.check_values`).
 
 ``"auto"`` prefers OpenCL when a working device exists (see
 :mod:`napari_diffuse.opencl_devices` for which one) and otherwise falls back to NumPy,

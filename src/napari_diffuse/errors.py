@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["DivergenceError", "InpaintingWarning"]
+__all__ = ["DivergenceError", "InpaintingWarning", "InvalidInputError"]
 
 
 class InpaintingWarning(UserWarning):
@@ -28,6 +28,26 @@ class DivergenceError(ValueError):
 
     def __reduce__(self):  # picklable (dask workers) with its keyword arguments
         return (_rebuild, (self.args[0], self.iteration, self.peak, self.bound))
+
+
+class InvalidInputError(ValueError):
+    """A solver found NaN, Inf or values beyond the working range in its input, checking
+    it on its device. ``peak`` is its largest magnitude (``inf`` for NaN or infinity).
+
+    :func:`napari_diffuse.diffuse` answers it with the host's message, which counts the
+    values and names the first one's index.
+    """
+
+    def __init__(self, message: str, *, peak: float = float("inf")):
+        super().__init__(message)
+        self.peak = peak
+
+    def __reduce__(self):  # picklable (dask workers) with its keyword argument
+        return (_rebuild_invalid, (self.args[0], self.peak))
+
+
+def _rebuild_invalid(message: str, peak: float) -> InvalidInputError:
+    return InvalidInputError(message, peak=peak)
 
 
 def _rebuild(message: str, iteration: int, peak: float, bound: float) -> DivergenceError:

@@ -29,8 +29,8 @@ from collections.abc import Sequence
 import numpy as np
 
 __all__ = ["Layout", "IntensityWarning", "SAMPLE_SIZE", "auto_range", "check_image",
-           "check_value_range",
-           "to_planes", "from_planes", "to_working", "from_working", "above_threshold",
+           "check_value_range", "check_values", "to_planes", "from_planes", "to_working",
+           "from_working", "above_threshold",
            "check_mask", "check_mask_shape", "MAX_WORKING", "peak_magnitude", "to_plane"]
 
 #: At most this many values (a strided subsample) estimate the percentiles of
@@ -163,9 +163,12 @@ def check_image(image, channel_axis: int | None,
     value_range = check_value_range(value_range)
     known = None
     if value_range is None or value_range == "auto":
-        survey = _survey(image, channel_axis)
+        # integers are detected from their maximum and "auto" starts at the minimum: those
+        # read every value; a float image's detection needs only the sample's percentiles
+        survey = _survey(image, channel_axis, every_value=dtype.kind in "ui"
+                         or value_range == "auto")
         if value_range is None:
-            value_range = _detect(survey, dtype, stacklevel + 1)
+            value_range, survey = _detect(survey, image, dtype, stacklevel + 1)
         else:
             value_range = _auto_range(survey)
         if survey is not None and survey.read_all:
@@ -219,6 +222,22 @@ class _Survey:
     #: Whether ``minimum`` and ``maximum`` are those of every value of a NumPy image (no
     #: NaN/Inf among them), rather than of a sample or of a lazy (dask) array.
     read_all: bool = False
+    #: Whether only the sample was read: ``minimum`` and ``maximum`` are its own.
+    sampled: bool = True
+
+    def read_extremes(self, image: np.ndarray) -> _Survey:
+        """This survey with the extremes of every value of NumPy ``image`` (one pass)."""
+        return self.with_extremes(*extremes(image), read_all=True)
+
+    def with_extremes(self, minimum: float, maximum: float, *, read_all: bool) -> _Survey:
+        """This survey with the extremes of every value, ``minimum`` and ``maximum``; one
+        that is not finite (NaN or Inf, refused later, when processed) leaves the
+        sample's, and ``read_all`` False."""
+        finite = bool(np.isfinite(minimum)), bool(np.isfinite(maximum))
+        return dataclasses.replace(
+            self, minimum=float(minimum) if finite[0] else self.minimum,
+            maximum=float(maximum) if finite[1] else self.maximum,
+            read_all=read_all and all(finite), sampled=False)
 
     def auto_range(self) -> tuple[float, float]:
         """``(max(minimum, low - span), high)`` with ``span = high - low``."""
@@ -242,8 +261,13 @@ def _sample_slices(shape: tuple[int, ...], channel_axis: int | None) -> tuple[sl
                  for axis in range(len(shape)))
 
 
-def _survey(image, channel_axis: int | None) -> _Survey | None:
-    """Survey ``image`` (NumPy-like or dask, in one pass); None without finite values."""
+def _survey(image, channel_axis: int | None, *, every_value: bool = True) -> _Survey | None:
+    """Survey ``image`` (NumPy-like or dask); None without finite values.
+
+    The percentiles come from a strided sample. The extremes come from every value (a
+    dask array is read once for both), or, with ``every_value=False`` and NumPy input,
+    from the sample alone until :meth:`_Survey.read_extremes`.
+    """
     from .tiling import is_dask
 
     lazy = is_dask(image)
@@ -254,18 +278,15 @@ def _survey(image, channel_axis: int | None) -> _Survey | None:
         import dask
 
         sample, minimum, maximum = dask.compute(sample, image.min(), image.max())
-    else:
-        minimum, maximum = extremes(image)
-    read_all = not lazy and bool(np.isfinite(minimum) and np.isfinite(maximum))
     sample = np.asarray(sample, np.float64).ravel()
     sample = sample[np.isfinite(sample)]
     if sample.size == 0:
         return None
-    # with NaN or Inf (refused later, when processed) the extremes come from the sample
-    minimum = float(minimum) if np.isfinite(minimum) else float(sample.min())
-    maximum = float(maximum) if np.isfinite(maximum) else float(sample.max())
     low, high = (float(v) for v in np.percentile(sample, _PERCENTILES))
-    return _Survey(minimum, maximum, low, high, read_all)
+    survey = _Survey(float(sample.min()), float(sample.max()), low, high)
+    if lazy:  # with NaN or Inf (refused later, when processed) the sample's extremes stay
+        return survey.with_extremes(minimum, maximum, read_all=False)
+    return survey.read_extremes(image) if every_value else survey
 
 
 def auto_range(image, channel_axis: int | None = None) -> tuple[float, float]:
@@ -319,42 +340,56 @@ def _auto_range(survey: _Survey | None) -> tuple[float, float]:
     return survey.auto_range()
 
 
-def _detect(survey: _Survey | None, dtype: np.dtype,
-            stacklevel: int) -> str | tuple[float, float]:
-    """``value_range=None``: ``"dtype"``, or :func:`auto_range` with a warning saying why."""
+def _detect(survey: _Survey | None, image, dtype: np.dtype,
+            stacklevel: int) -> tuple[str | tuple[float, float], _Survey | None]:
+    """``value_range=None``: ``"dtype"``, or :func:`auto_range` with a warning saying why;
+    with the survey, whose extremes then come from every value of ``image``."""
     if survey is None or survey.high == survey.low:
-        return "dtype"  # nothing to detect from (NaN/Inf are refused later), or constant
+        return "dtype", survey  # nothing to detect from (NaN/Inf are refused later), or constant
     if dtype.kind in "ui":
         info = np.iinfo(dtype)
         if survey.maximum > _INTEGER_FRACTION * info.max:
-            return "dtype"
+            return "dtype", survey
         found = (f"{dtype} image uses only {survey.minimum:.0f}..{survey.maximum:.0f} of "
                  f"{info.min}..{info.max}")
     else:
         if survey.high <= _FLOAT_HIGH and \
                 survey.low >= -_NEGATIVE_FRACTION * max(1.0, survey.high):
-            return "dtype"
+            return "dtype", survey
         found = (f"{dtype} image spans {survey.low:.7g}..{survey.high:.7g} (0.1th to 99.9th "
                  "percentile), " + ("far beyond 0..1" if survey.high > _FLOAT_HIGH
                                     else "largely negative"))
+        if survey.sampled:  # "auto" starts at the minimum of every value
+            survey = survey.read_extremes(np.asarray(image))
     lo, hi = survey.auto_range()
     warnings.warn(
         f"{found}: using value_range='auto' = ({lo:.7g}, {hi:.7g}) instead, which maps "
         "that range to 0..1 and back. Pass value_range='auto' to choose this (and silence "
         "this warning), value_range=(lo, hi) for fixed units, or value_range='dtype' for "
         "the dtype's full range (floats as stored)", IntensityWarning, stacklevel=stacklevel)
-    return lo, hi
+    return (lo, hi), survey
 
 
-def check_finite(planes: np.ndarray, layout: Layout,
+def check_values(planes: np.ndarray, layout: Layout,
                  origin: tuple[int, int, int] | None = None) -> None:
-    """Raise ``ValueError`` naming how many NaN/Inf values there are and where the first is.
+    """Refuse NaN/Inf and working values beyond :data:`MAX_WORKING`, in one pass.
 
-    ``origin=(plane, row, col)`` says that ``planes`` is a chunk of the image starting
-    there: the message then counts the chunk's values and gives the image's index.
+    ``planes`` are working values (:func:`to_planes` with ``check=False``). Nothing is
+    read when the layout's known extremes already vouch for them. ``origin=(plane, row,
+    col)`` says that ``planes`` is a chunk of the image starting there: the message then
+    counts the chunk's values and gives the image's index.
+
+    Raises
+    ------
+    ValueError
+        Naming how many NaN/Inf values there are and where the first is, or how many
+        values lie beyond the working range and how to map them into it.
     """
-    if layout.extremes is not None or np.isfinite(peak_magnitude(planes)):
-        return  # known finite; else NaN and Inf propagate through the min and max
+    if _known_in_range(layout):
+        return
+    peak = peak_magnitude(planes)
+    if peak <= MAX_WORKING:
+        return
     bad = ~np.isfinite(planes)
     if bad.any():
         n_nan = int(np.isnan(planes).sum())
@@ -369,6 +404,7 @@ def check_finite(planes: np.ndarray, layout: Layout,
             f"first is at index {position}. To treat them as missing data pass nan='inpaint' "
             "(fill them from their surroundings) or nan='keep' (fill them for the computation, "
             "put them back afterwards)")
+    _check_working(planes, layout)
 
 
 def _caller_index(index, layout: Layout) -> tuple[int, ...]:
@@ -380,10 +416,11 @@ def _caller_index(index, layout: Layout) -> tuple[int, ...]:
     return tuple(position)
 
 
-def to_planes(image, layout: Layout) -> np.ndarray:
+def to_planes(image, layout: Layout, *, check: bool = True) -> np.ndarray:
     """Return a float32 ``(planes, H, W, C)`` array in working units (0..1 nominal).
 
-    A view of ``image`` when no conversion is needed (see :func:`to_working`): read only.
+    A view of ``image`` when no conversion is needed (see :func:`to_working`, and its
+    ``check``): read only.
     """
     data = np.asarray(image)
     if layout.channel_axis is not None:
@@ -391,7 +428,8 @@ def to_planes(image, layout: Layout) -> np.ndarray:
     else:
         data = data[..., None]
     height, width = layout.spatial_shape
-    return to_working(data.reshape(-1, height, width, layout.channels), layout)
+    return to_working(data.reshape(-1, height, width, layout.channels), layout,
+                      check=check)
 
 
 def to_plane(image, layout: Layout, index: int) -> np.ndarray:
@@ -425,7 +463,7 @@ def _fits_float32(*numbers_: float) -> bool:
     return all(abs(v) <= _F32_MAX for v in numbers_)
 
 
-def to_working(values, layout: Layout) -> np.ndarray:
+def to_working(values, layout: Layout, *, check: bool = True) -> np.ndarray:
     """Return ``values`` (caller's units) as float32 in working units.
 
     Float32 values that need no mapping come back as they are (a view, not a copy):
@@ -434,12 +472,16 @@ def to_working(values, layout: Layout) -> np.ndarray:
     range beyond float32's), then cast. Elementwise, so it applies to a whole image or
     to any chunk of it.
 
+    ``check=False`` leaves the working-range check of a float32 result to the caller
+    (:func:`check_values`, or a solver that checks its input on its device); a result
+    computed in float64 is always checked, before the cast that could make Inf of it.
+
     Raises
     ------
     ValueError
         If finite values map beyond :data:`MAX_WORKING` in working units (float32 itself
         ends at 3.4e38): the message names the mapping and how to fix it. NaN and Inf are
-        left for :func:`check_finite`.
+        left for :func:`check_values`.
     """
     values = np.asarray(values)
     trivial = layout.offset == 0.0 and layout.scale == 1.0
@@ -457,7 +499,8 @@ def to_working(values, layout: Layout) -> np.ndarray:
         wide = (values.astype(np.float64) - layout.offset) / layout.scale
         _check_working(wide, layout)
         return wide.astype(np.float32)
-    _check_working(work, layout)
+    if check:
+        _check_working(work, layout)
     return work
 
 
@@ -524,7 +567,7 @@ def _check_working(work: np.ndarray, layout: Layout) -> None:
     over = np.isfinite(work) & (np.abs(work) > MAX_WORKING)
     count = int(over.sum())
     if count == 0:
-        return  # only NaN/Inf: check_finite names them
+        return  # only NaN/Inf: check_values names them
     peak = float(np.max(np.abs(work[over])))
     lo, hi = layout.offset, layout.offset + layout.scale
     beyond = ("beyond float32's range (largest finite value 3.4e38)" if peak > _F32_MAX

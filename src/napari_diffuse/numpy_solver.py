@@ -33,11 +33,14 @@ from .plan import (
     mask_source,
 )
 
-__all__ = ["TILES_ON_DEVICE", "bytes_per_pixel", "check_divergence", "inpaint_start",
-           "keep_saturated", "solve", "variance_map"]
+__all__ = ["CHECKS_ON_DEVICE", "TILES_ON_DEVICE", "bytes_per_pixel", "check_divergence",
+           "inpaint_start", "keep_saturated", "solve", "variance_map"]
 
 #: This solver's buffers (about ``scales + 10`` image copies) live in host memory.
 TILES_ON_DEVICE = False
+#: The caller checks the input for NaN, Inf and the working range
+#: (:func:`napari_diffuse.intensity.check_values`).
+CHECKS_ON_DEVICE = False
 #: float32 image-sized buffers a run holds beyond its wavelet scales: input, output, two
 #: low-frequency levels, two iteration buffers, padded copies and strips, the mask start.
 _EXTRA_BUFFERS = 10

@@ -26,6 +26,7 @@ import pyopencl as cl
 import pyopencl.cltypes as cltypes
 
 from . import numpy_solver
+from .intensity import peak_magnitude
 from .opencl_devices import OpenCLUnavailable
 from .opencl_program import (
     BSPLINE_SHAPE,
@@ -45,13 +46,12 @@ from .opencl_program import (
 from .opencl_tiles import Tile, plan_tiles
 from .opencl_transfer import Transfers
 from .plan import (
-    DIVERGENCE_BOUND,
     VARIANCE_MAP_REACH,
     Checkpoints,
     Plan,
     checked_iterations,
-    divergence_bound,
     divergence_error,
+    input_bound,
     mask_source,
 )
 from .resources import data_dir
@@ -405,12 +405,11 @@ class Engine:
         return _Peak(peaks, cl.enqueue_copy(self.queue, peaks, peaks_buf, is_blocking=False))
 
     def _bound_of(self, input_peak: _Peak | float) -> float:
-        """:func:`~napari_diffuse.plan.divergence_bound` from the input's peak taken on the
+        """:func:`~napari_diffuse.plan.input_bound` from the input's peak taken on the
         device (no pass over the host array), or the bound itself."""
         if isinstance(input_peak, float):
             return input_peak
-        peak = input_peak.value()
-        return DIVERGENCE_BOUND * max(1.0, peak if np.isfinite(peak) else 1.0)
+        return input_bound(input_peak.value())
 
     def _bound(self, program: Program, name: str, global_size, args, key) -> _Bound:
         """Kernel object ``key`` of ``name`` with ``args`` set, to enqueue again and again
@@ -488,10 +487,12 @@ class Engine:
 
         The divergence checks read their peaks without blocking; the returned function
         waits for them and raises the first :class:`DivergenceError` (iterations after a
-        failed check are wasted, never handed over). With ``progress`` or ``checkpoints``
-        the host waits for the device anyway, so each check is judged at once. A batch
-        of planes (``views``: each plane's part of ``image_buf``, ``bounds``: their input
-        peaks) is checked plane by plane.
+        failed check are wasted, never handed over), after
+        :class:`~napari_diffuse.errors.InvalidInputError` for an input peak that is not
+        finite or beyond the working range. With ``progress`` or ``checkpoints`` the host
+        waits for the device anyway, so the input is judged before the first iteration
+        and each check at once. A batch of planes (``views``: each plane's part of
+        ``image_buf``, ``bounds``: their input peaks) is checked plane by plane.
         """
         kernels = self._iteration_kernels(program, image_buf, work, mask_buf, use_mask, shape,
                                           plan, slot, batch)
@@ -500,10 +501,12 @@ class Engine:
         checks = checked_iterations(plan, checkpoints)
         eager = progress is not None or checkpoints is not None
         pending: list[tuple[int, int, _Peak]] = []
+        limits: list[float] = []
         n = int(np.prod(shape))
 
         def judge() -> None:
-            limits = [self._bound_of(b) for b in bounds]
+            if not limits:
+                limits.extend(self._bound_of(b) for b in bounds)
             pending.sort(key=lambda entry: (entry[1], entry[0]))  # plane by plane, as in turn
             while pending:
                 done, index, peak = pending.pop(0)
@@ -512,6 +515,8 @@ class Engine:
                     pending.clear()
                     raise divergence_error(plan, done, value, limits[index])
 
+        if eager:
+            judge()  # the input, before any iteration
         previous = None
         for it in range(plan.iterations):
             last = self._iteration(kernels)
@@ -554,7 +559,10 @@ class Engine:
         With ``plan.keep_saturated`` and a mask, a second upload of the input and a
         ``keep_saturated`` kernel end each tile. Raises
         :class:`~napari_diffuse.errors.DivergenceError` as the NumPy solver does, checking
-        on the device at the same iterations.
+        on the device at the same iterations, and
+        :class:`~napari_diffuse.errors.InvalidInputError` for NaN, Inf or values beyond
+        :data:`~napari_diffuse.intensity.MAX_WORKING` in ``image``, found by the same
+        device reduction (the host never reads the input for them).
         """
         image = np.ascontiguousarray(image, dtype=F32)
         full_width = image.shape[1] if full_width is None else full_width
@@ -567,7 +575,7 @@ class Engine:
             raise ValueError(f"checkpoints need the image ({image.shape}) to fit the device in "
                              f"one piece; it needs {len(tiles)} tiles")
         single = len(tiles) == 1
-        bound = None if single else divergence_bound(image)  # the whole image's
+        bound = None if single else input_bound(peak_magnitude(image))  # the whole image's
         out = np.empty_like(image)
         touched = self._prefault(out) if single else None
         total = len(tiles) * plan.iterations

@@ -32,12 +32,16 @@ from .opencl_program import KERNEL_FILES
 from .opencl_tiles import Tile, plan_tiles
 from .plan import Checkpoints, Plan
 
-__all__ = ["Engine", "KERNEL_FILES", "TILES_ON_DEVICE", "Tile", "bytes_per_pixel", "configure",
-           "device_bytes_per_pixel", "engine", "plan_tiles", "solve", "solve_planes",
-           "variance_map"]
+__all__ = ["CHECKS_ON_DEVICE", "Engine", "KERNEL_FILES", "TILES_ON_DEVICE", "Tile",
+           "bytes_per_pixel", "configure", "device_bytes_per_pixel", "engine", "plan_tiles",
+           "solve", "solve_planes", "variance_map"]
 
 #: Images too large for the device are tiled on it; the host holds only input and output.
 TILES_ON_DEVICE = True
+#: :func:`solve` and :func:`solve_planes` refuse NaN, Inf and values beyond the working
+#: range themselves (:class:`~napari_diffuse.errors.InvalidInputError`), from the device's
+#: reduction of the uploaded input: the host need not read the input for them.
+CHECKS_ON_DEVICE = True
 
 
 def bytes_per_pixel(plan: Plan, channels: int) -> int:
@@ -119,7 +123,8 @@ def solve(image: np.ndarray, plan: Plan, mask: np.ndarray | None = None, *,
           progress: Progress | None = None, checkpoints: Checkpoints | None = None) -> np.ndarray:
     """Run darktable's diffuse-or-sharpen on one float32 image, on the OpenCL device.
 
-    Same parameters and result as :func:`napari_diffuse.numpy_solver.solve`.
+    Same parameters and result as :func:`napari_diffuse.numpy_solver.solve`; refuses
+    NaN, Inf and values beyond the working range (:data:`CHECKS_ON_DEVICE`).
     """
     with _device_errors():
         return engine().solve(image, plan, mask, origin=origin, full_width=full_width,

@@ -14,13 +14,13 @@ from typing import Literal
 
 import numpy as np
 
-from .errors import DivergenceError
-from .intensity import peak_magnitude
+from .errors import DivergenceError, InvalidInputError
+from .intensity import MAX_WORKING, peak_magnitude
 from .params import DiffuseParams
 
 __all__ = ["B_SPLINE_SIGMA", "DIVERGENCE_BOUND", "DIVERGENCE_CHECK_EVERY", "MAX_SCALES",
            "Checkpoints", "Pass", "Plan", "ScaleStep", "checked_iterations", "divergence_bound",
-           "divergence_checks", "divergence_error", "iteration_passes", "make_plan",
+           "divergence_checks", "divergence_error", "input_bound", "iteration_passes", "make_plan",
            "mask_source", "num_scales", "reach_per_iteration"]
 
 F32 = np.float32
@@ -66,6 +66,25 @@ def divergence_bound(image: np.ndarray) -> float:
     times ``max(1, the image's largest magnitude)``."""
     peak = peak_magnitude(image)
     return DIVERGENCE_BOUND * max(1.0, peak if np.isfinite(peak) else 1.0)
+
+
+def input_bound(peak: float) -> float:
+    """:func:`divergence_bound` of an input whose largest magnitude is ``peak``, for a
+    solver that checks its input itself: that input must be finite and within
+    :data:`~napari_diffuse.intensity.MAX_WORKING`.
+
+    Raises
+    ------
+    InvalidInputError
+        If ``peak`` is NaN, infinite or beyond ``MAX_WORKING``.
+    """
+    if not peak <= MAX_WORKING:
+        raise InvalidInputError(
+            f"the solver's input holds NaN, infinite values or working values beyond "
+            f"{MAX_WORKING:g} (largest magnitude {peak:.3g}); accepted: finite values within "
+            f"+-{MAX_WORKING:g}. Check the image with napari_diffuse.diffuse, which names "
+            "them and their first index", peak=float(peak))
+    return DIVERGENCE_BOUND * max(1.0, peak)
 
 
 def checked_iterations(plan: Plan, checkpoints: Checkpoints | None) -> frozenset[int]:

@@ -362,8 +362,8 @@ class _BlockJob:
     def prepare(self, block: np.ndarray, mask_block, block_info):
         """Return the block's working plane, its mask, its origin in the whole image."""
         plane_index, row0, col0 = _block_origin(block_info, self.tiling, self.layout.leading_shape)
-        work = intensity.to_working(block, self.layout).reshape(block.shape[-3:])
-        intensity.check_finite(work[None], self.layout, origin=(plane_index, row0, col0))
+        work = intensity.to_working(block, self.layout, check=False).reshape(block.shape[-3:])
+        intensity.check_values(work[None], self.layout, origin=(plane_index, row0, col0))
         # without a user mask the solver applies the luminance mask of this block's input
         mask = None if mask_block is None else \
             np.asarray(mask_block, bool).reshape(block.shape[-3:-1])
