@@ -76,10 +76,10 @@ BSPLINE_VARIANTS = [(KernelShape(4, 1, (64, 2)), ()), (KernelShape(4, 2, (64, 2)
                     (KernelShape(8, 2, (32, 2)), ()), (KernelShape(8, 1, (32, 2)), ()),
                     (KernelShape(4, 2, (64, 2)), (_CAP + "64",)), (KernelShape(2, 2, (128, 2)), ()),
                     (KernelShape(4, 2, (64, 4)), ())]
-PDE_VARIANTS = [(KernelShape(4, 1, (64, 2)), False, ()), (KernelShape(1, 2, (64, 2)), True, ()),
-                (KernelShape(2, 2, (64, 2)), True, ()), (KernelShape(2, 1, (64, 2)), True, ()),
-                (KernelShape(2, 2, (128, 1)), True, ()), (KernelShape(2, 4, (64, 2)), True, ()),
-                (KernelShape(1, 2, (64, 2)), True, (_CAP + "48",))]
+PDE_VARIANTS = [(KernelShape(2, 4, (64, 2)), True, ()), (KernelShape(4, 4, (32, 4)), True, ()),
+                (KernelShape(4, 2, (64, 2)), True, ()), (KernelShape(4, 4, (64, 2)), True, ()),
+                (KernelShape(4, 2, (32, 4)), True, ()), (KernelShape(2, 4, (32, 4)), True, ()),
+                (KernelShape(4, 8, (32, 2)), True, ())]
 COPY_SOURCE = """
 kernel void copy4(global const float4 *src, global float4 *dst)
 {
@@ -317,9 +317,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--stack", default=None, metavar="NxHxW",
                         help="also stream a single-channel stack of denoise: medium")
     parser.add_argument("--details", action="store_true", help="print every pass")
-    parser.add_argument("--tiled", choices=["default", "on", "off"], default="default",
-                        help="run the filtering kernels tiled or not (Engine(tiled=...)), also "
-                             "through diffuse(); default: the device kind's (TILED)")
+    parser.add_argument("--general", action="store_true",
+                        help="the general PDE program instead of one built for each preset's "
+                             "structure (Engine(specialized=False)), also through diffuse()")
     parser.add_argument("--build-log", action="store_true",
                         help="print the compiler's report on the filtering kernels (NVIDIA: "
                              "registers and spills, through -cl-nv-verbose)")
@@ -329,12 +329,11 @@ def main(argv=None) -> dict:
     width, height = (int(v) for v in args.size.lower().split("x"))
     device = select_device(args.device)
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
-    tiled = {"default": None, "on": True, "off": False}[args.tiled]
-    engine = Engine(device, profiling=True, tiled=tiled)
-    if tiled is not None:
+    engine = Engine(device, profiling=True, specialized=not args.general)
+    if args.general:
         from napari_diffuse import opencl_solver
 
-        opencl_solver.engine().tiled = tiled  # diffuse()'s engine too
+        opencl_solver.engine().specialized = False  # diffuse()'s engine too
     bandwidth = copy_bandwidth(engine.context, device, height * width * 16)
     results: dict = dict(device=f"{device.platform.name.strip()}: {device.name.strip()}",
                          size=[height, width], copy_bandwidth=bandwidth)
@@ -346,13 +345,15 @@ def main(argv=None) -> dict:
                                results)
         engine = fastest or engine
     results.update(shapes={k: list(v) for k, v in engine.shapes.items()},
-                   precise=engine.precise, fast_math=engine.fast_math, tiled=engine.tiled,
+                   precise=engine.precise, fast_math=engine.fast_math,
+                   specialized=engine.specialized,
                    build_options=engine._build_options)
     if args.build_log:
         print_build_log(engine)
     print(f"engine: B-spline {tuple(engine.shapes['bspline_level'])}, PDE "
           f"{tuple(engine.shapes['pde_step'])} (vector width, rows per item, work-group), "
-          f"precise {engine.precise}, fast math {engine.fast_math}, tiled {engine.tiled}",
+          f"precise {engine.precise}, fast math {engine.fast_math}, PDE specialised "
+          f"{engine.specialized}",
           flush=True)
     if args.reference is not None:
         print("reference parity:")

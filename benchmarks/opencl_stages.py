@@ -4,13 +4,14 @@ On a random 6000x4000 RGBA float32 image (``DIAG_H``, ``DIAG_W`` to change it), 
 of each variant at several dilations, median of 7 profiled launches, as a share of the
 device's float4 copy bandwidth (also timed: a 2-read/1-write and a 1-read/2-write kernel):
 
-- PDE: the kernel as built; its loads alone (no arithmetic); without the exponential;
-  without the variance; with *denoise: medium*'s orders, modes and anisotropies as literal
-  constants ("spec"); tiled (``pde_step_tiled``) in several shapes;
-- B-spline: as built; without the HF store; tiled (``bspline_level_tiled``).
+- PDE: the general program and the one built for *denoise: medium*'s structure
+  (``plan_options``), in several shapes; then, built for it, its loads alone (no
+  arithmetic), without the exponential, without the variance, with relaxed math;
+- B-spline: as built, in several shapes; without the HF store.
 
 With NVIDIA's OpenCL, each program's PTX goes to ``$OUT`` with ``ptxas -v``'s registers
-and spills. Variants other than "base" and "tiled" change results: timing only.
+and spills. Variants other than "general", "specialised" and "base" change results:
+timing only.
 
 Example::
 
@@ -28,7 +29,7 @@ import pyopencl.cltypes as cltypes
 
 from napari_diffuse import DiffuseParams
 from napari_diffuse.opencl_devices import select_device
-from napari_diffuse.opencl_program import KernelShape, Program, read_source
+from napari_diffuse.opencl_program import KernelShape, Program, plan_options, read_source
 from napari_diffuse.plan import make_plan
 
 OUT = Path(os.environ.get("OUT", "/tmp"))
@@ -91,32 +92,10 @@ LOADS = (
         "vec_t result = H[4] * strength + (L[0]+L[1]+L[2]+L[3]+L[5]+L[6]+L[7]+L[8]"
         "+H[0]+H[1]+H[2]+H[3]+H[5]+H[6]+H[7]+H[8]) * 1e-30f;",
     ),
-    ("if (any(speed != 0.0f))", "if (false)"),
+    ("if (speeds[0] != 0.0f || speeds[1] != 0.0f || speeds[2] != 0.0f || speeds[3] != 0.0f)",
+     "if (false)"),
 )
-s = plan.steps[0]
-spd = [float(v) for v in s.speeds]
-SPEC = (
-    (
-        "const float speeds[4] = {speed.s0, speed.s1, speed.s2, speed.s3};",
-        "const float speeds[4] = {"
-        + ", ".join("speed.s%d" % k if spd[k] != 0 else "0.0f" for k in range(4))
-        + "};",
-    ),
-    (
-        "const int modes[4] = {mode.s0, mode.s1, mode.s2, mode.s3};",
-        "const int modes[4] = {" + ", ".join(str(m) for m in plan.modes) + "};",
-    ),
-    (
-        "const float anisotropies[4] = {anisotropy.s0, anisotropy.s1, anisotropy.s2,\n"
-        + " " * 39
-        + "anisotropy.s3};",
-        "const float anisotropies[4] = {"
-        + ", ".join("%.9ef" % float(a) for a in plan.anisotropy)
-        + "};",
-    ),
-    ("if (any(speed != 0.0f))", "if (true)"),
-    ("if (regularization != 0.0f)", "if (true)"),
-)
+SPECIALISED = plan_options(plan)
 NOEXP = (("return AS_VEC(max(CONVERT_IVEC(k) + 0x3F800000, 0));", "return k;"),)
 NOVAR = (
     (
@@ -125,12 +104,13 @@ NOVAR = (
     ),
 )
 
-print("plan", plan.modes, plan.anisotropy, spd, s.regularization_factor, plan.variance_threshold)
+print("plan", plan.modes, plan.anisotropy, [float(v) for v in plan.steps[0].speeds],
+      plan.steps[0].regularization_factor, plan.variance_threshold, SPECIALISED)
 
 
 def sweep(label: str, program: Program, name: str, mults) -> None:
     """Print kernel ``name``'s time at each dilation as a share of the copy bandwidth (each
-    pass moves 3 image-sized arrays); tiled forms get their tile (Program.tile_bytes)."""
+    pass moves 3 image-sized arrays)."""
     step = plan.steps[0]
     constants = {
         "bspline": (),
@@ -149,18 +129,14 @@ def sweep(label: str, program: Program, name: str, mults) -> None:
     row = []
     for mult in mults:
         size, geometry = program.rows_geometry(name, H, W, C, mult)
-        tile = ()
-        if name.endswith("_tiled"):
-            tile = (cl.LocalMemory(program.tile_bytes(name, C, mult)),)
         kernel = program.kernels[name]
-        kernel.set_args(*buffers, *geometry, *constants[kind], *tile)
+        kernel.set_args(*buffers, *geometry, *constants[kind])
         try:
             t = timed(kernel, size, program.local[name] + (1,))
-        except cl.Error as error:  # a tile the device refuses: report, go on
+        except cl.Error as error:  # a shape the device refuses: report, go on
             row.append(f"mult {mult}: {type(error).__name__}")
             continue
-        extra = f" ({program.tile_bytes(name, C, mult) // 1024} KiB)" if tile else ""
-        row.append(f"mult {mult}: {t * 1e3:.3f} ms {100 * 3 * nbytes / t / copy_bw:.0f} %{extra}")
+        row.append(f"mult {mult}: {t * 1e3:.3f} ms {100 * 3 * nbytes / t / copy_bw:.0f} %")
     print(f"{kind} {label}: " + "; ".join(row), flush=True)
 
 
@@ -180,30 +156,20 @@ def print_registers(tag: str, program: Program) -> None:
 NOHF = (("store_pack(hf + y * row_length, pack, centre[r] - low);", ""),)
 K = KernelShape
 #: (kernel, label, source patch, shape, extra build options)
+SHAPES = (K(2, 4, (64, 2)), K(4, 4, (32, 4)), K(4, 2, (64, 2)), K(4, 4, (64, 2)),
+          K(2, 4, (32, 4)), K(4, 8, (32, 2)), K(1, 4, (128, 1)))
 VARIANTS = [
-    *[("pde_step", f"base {tuple(sh)}", (), sh, ())
-      for sh in (K(2, 4, (64, 2)), K(2, 4, (256, 1)))],
-    *[("pde_step", f"spec {tuple(sh)}", SPEC, sh, ())
-      for sh in (K(2, 4, (64, 2)), K(4, 2, (64, 2)), K(4, 4, (32, 4)), K(1, 4, (128, 1)),
-                 K(2, 8, (64, 2)))],
-    ("pde_step", "spec relaxed (2, 4, (64, 2))", SPEC, K(2, 4, (64, 2)),
-     ("-cl-fast-relaxed-math",)),
-    *[("pde_step", f"loads {tuple(sh)}", LOADS, sh, ())
-      for sh in (K(2, 4, (64, 2)), K(4, 1, (64, 2)), K(4, 4, (64, 2)), K(1, 4, (128, 1)))],
-    ("pde_step", "noexp (2, 4, (64, 2))", NOEXP, K(2, 4, (64, 2)), ()),
-    ("pde_step", "novar (2, 4, (64, 2))", NOVAR, K(2, 4, (64, 2)), ()),
-    *[("pde_step_tiled", f"tiled {tuple(sh)}", (), sh, ())
-      for sh in (K(2, 4, (64, 2)), K(4, 2, (64, 2)), K(4, 4, (64, 2)), K(4, 4, (32, 4)),
-                 K(2, 4, (128, 1)), K(2, 8, (64, 1)), K(1, 4, (128, 2)), K(4, 8, (64, 1)))],
-    *[("pde_step_tiled", f"tiled spec {tuple(sh)}", SPEC, sh, ())
-      for sh in (K(4, 4, (64, 2)), K(2, 4, (64, 2)))],
+    *[("pde_step", f"general {tuple(sh)}", (), sh, ()) for sh in SHAPES[:2]],
+    *[("pde_step", f"specialised {tuple(sh)}", (), sh, SPECIALISED) for sh in SHAPES],
+    ("pde_step", "relaxed (4, 4, (32, 4))", (), K(4, 4, (32, 4)),
+     (*SPECIALISED, "-cl-fast-relaxed-math")),
+    *[("pde_step", f"loads {tuple(sh)}", LOADS, sh, SPECIALISED) for sh in SHAPES[:3]],
+    ("pde_step", "noexp (4, 4, (32, 4))", NOEXP, K(4, 4, (32, 4)), SPECIALISED),
+    ("pde_step", "novar (4, 4, (32, 4))", NOVAR, K(4, 4, (32, 4)), SPECIALISED),
     *[("bspline_level", f"base {tuple(sh)}", (), sh, ())
       for sh in (K(4, 2, (64, 2)), K(4, 4, (64, 2)), K(4, 2, (128, 1)), K(4, 2, (32, 4)),
-                 K(2, 4, (64, 2)), K(4, 8, (64, 2)))],
+                 K(2, 4, (64, 2)))],
     ("bspline_level", "nohf (4, 2, (64, 2))", NOHF, K(4, 2, (64, 2)), ()),
-    *[("bspline_level_tiled", f"tiled {tuple(sh)}", (), sh, ())
-      for sh in (K(4, 2, (64, 2)), K(4, 4, (64, 2)), K(4, 4, (32, 4)), K(4, 8, (64, 1)),
-                 K(2, 4, (128, 2)), K(4, 2, (128, 2)), K(8, 4, (32, 2)))],
 ]
 registers_shown = set()
 for name, label, patch, shape, options in VARIANTS:
@@ -217,4 +183,4 @@ for name, label, patch, shape, options in VARIANTS:
     if tag not in registers_shown and "NVIDIA" in device.platform.name:
         registers_shown.add(tag)
         print_registers(tag, program)
-    sweep(label, program, name, (1, 8, 16, 32) if name.endswith("_tiled") else (1, 8))
+    sweep(label, program, name, (1, 8))

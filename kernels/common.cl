@@ -170,35 +170,3 @@ INLINE void store_pack(global float *row, const pack_t pack, vec_t value)
     vstore_vec(value, 0, values);
     for (int e = 0; e < pack.count; e++) row[pack.first + e] = values[e];
 }
-
-/* The rows of a work-group's stencils, in local memory: row t of `tile` (tile_width
- * floats) holds row ybase + (t - reach) * mult, clamped (ybase: the group's first row),
- * from `halo` floats left of the group's first float to `halo` floats right of its last;
- * floats left or right of the image repeat the edge pixel's. Every work item of the group
- * takes part. */
-INLINE void load_tile(local float *tile, global const float *src, int classes, int halo,
-                      int tile_width, int tile_rows, int width, int height, int channels,
-                      int mult, int reach)
-{
-    const int ybase = (int)(get_group_id(1) * get_local_size(1)) * ROWS * classes
-                      + (int)(get_global_id(2) % classes);
-    const int first = VEC * (int)(get_group_id(0) * get_local_size(0));
-    const int row_length = width * channels;
-    const int start = first - halo;
-    const bool inside = start >= 0 && start + tile_width <= row_length;
-    for (int t = get_local_id(1); t < tile_rows; t += get_local_size(1))
-    {
-        global const float *row =
-            src + clamp(ybase + (t - reach) * mult, 0, height - 1) * row_length;
-        local float *target = tile + t * tile_width;
-        for (int c = get_local_id(0); c < tile_width; c += get_local_size(0))
-        {
-            const int f = start + c;
-            int index = f;
-            if (!inside)
-                index = f < 0 ? (f + halo) % channels
-                        : f >= row_length ? row_length - channels + f % channels : f;
-            target[c] = row[index];
-        }
-    }
-}

@@ -94,16 +94,37 @@ INLINE vec_t derivative(int mode, const vec_t c2, const differences_t s, const d
     return mode == ISOPHOTE ? MAD(c2, across, along) : MAD(c2, along, across);
 }
 
+/* A program built for one plan's structure (PDE_MODES defined, see
+ * opencl_program.plan_options) knows the modes, the orders whose speed is 0 at every
+ * scale (PDE_ACTIVE), the orders whose exponential equals the one of order k - 2
+ * (PDE_SAME_ANISOTROPY) and whether every scale regularises (PDE_REGULARIZED): the
+ * compiler then drops the branches and the work of the other orders. Same arithmetic,
+ * same results as the general program, which reads them from the arguments. */
 /* The update of one pack from its 3x3 stencils of lf (L) and hf (H), row-major. */
 INLINE vec_t pde_value(const vec_t *L, const vec_t *H, float4 speed, int4 mode,
                        float4 anisotropy, float strength, float regularization,
                        float variance_threshold)
 {
     vec_t result = H[4] * strength;
-    if (any(speed != 0.0f))
+#ifdef PDE_MODES
+    const bool active[4] = PDE_ACTIVE, same_anisotropy[4] = PDE_SAME_ANISOTROPY;
+    const int modes[4] = PDE_MODES;
+    const float speeds[4] = {active[0] ? speed.s0 : 0.0f, active[1] ? speed.s1 : 0.0f,
+                             active[2] ? speed.s2 : 0.0f, active[3] ? speed.s3 : 0.0f};
+#ifdef PDE_REGULARIZED
+    const bool regularized = true;
+#else
+    const bool regularized = regularization != 0.0f;
+#endif
+#else
+    const float speeds[4] = {speed.s0, speed.s1, speed.s2, speed.s3};
+    const int modes[4] = {mode.s0, mode.s1, mode.s2, mode.s3};
+    const bool same_anisotropy[4] = {false, false, anisotropy.s0 == anisotropy.s2,
+                                     anisotropy.s1 == anisotropy.s3};
+    const bool regularized = regularization != 0.0f;
+#endif
+    if (speeds[0] != 0.0f || speeds[1] != 0.0f || speeds[2] != 0.0f || speeds[3] != 0.0f)
     {
-        const float speeds[4] = {speed.s0, speed.s1, speed.s2, speed.s3};
-        const int modes[4] = {mode.s0, mode.s1, mode.s2, mode.s3};
         const float anisotropies[4] = {anisotropy.s0, anisotropy.s1, anisotropy.s2,
                                        anisotropy.s3};
         const differences_t stencil[2] = {differences_of(L), differences_of(H)};
@@ -124,8 +145,8 @@ INLINE vec_t pde_value(const vec_t *L, const vec_t *H, float4 speed, int4 mode,
             /* orders k and k + 2 steer along the same gradient: one exponential when their
              * anisotropies agree (the same value either way) */
             if (modes[k] != ISOTROPIC)
-                c2[k] = (k >= 2 && speeds[k - 2] != 0.0f && modes[k - 2] != ISOTROPIC
-                         && anisotropies[k - 2] == anisotropies[k])
+                c2[k] = (same_anisotropy[k] && speeds[k - 2] != 0.0f
+                         && modes[k - 2] != ISOTROPIC)
                         ? c2[k - 2] : fast_exp(-direction[k % 2].magnitude * anisotropies[k]);
             else
                 c2[k] = (vec_t)(0.0f);
@@ -133,7 +154,7 @@ INLINE vec_t pde_value(const vec_t *L, const vec_t *H, float4 speed, int4 mode,
             acc = first ? term * speeds[k] : MAD(term, speeds[k], acc);
             first = false;
         }
-        if (regularization != 0.0f)
+        if (regularized)
         {
             /* the 3x3 sum of hf^2, row by row */
             vec_t variance = MAD(H[2], H[2], MAD(H[1], H[1], H[0] * H[0]));
@@ -232,56 +253,4 @@ kernel void pde_step(global const float *hf, global const float *lf, global floa
     else
         pde_pack(hf, lf, out, mask, use_mask, pack, y0, width, height, channels, mult, speed,
                  mode, anisotropy, strength, regularization, variance_threshold, false);
-}
-
-/* pde_step with the work-group's stencil rows of hf and lf staged in local memory first
- * (`tiles`: 2 * tile_rows * tile_width floats, tile_rows = ROWS * local rows + 2 and
- * tile_width = VEC * local packs + 2 * mult * channels): each float is read from global
- * memory about once per group instead of once per tap, and all of a group's loads are in
- * flight together. Same arguments and results as pde_step, plus `tiles`. */
-kernel void pde_step_tiled(global const float *hf, global const float *lf, global float *out,
-                           global const uchar *mask, int use_mask, int width, int height,
-                           int channels, int mult, int classes, int aligned,
-                           int plane_stride, int mask_stride, float4 speed, int4 mode,
-                           float4 anisotropy, float strength, float regularization,
-                           float variance_threshold, local float *tiles)
-{
-    const size_t start = plane_start(classes, plane_stride);
-    hf += start;
-    lf += start;
-    out += start;
-    mask += plane_start(classes, mask_stride);
-    const int halo = mult * channels;
-    const int tile_width = VEC * (int)get_local_size(0) + 2 * halo;
-    const int tile_rows = ROWS * (int)get_local_size(1) + 2;
-    local float *tile_h = tiles, *tile_l = tiles + tile_rows * tile_width;
-    load_tile(tile_h, hf, classes, halo, tile_width, tile_rows, width, height, channels, mult, 1);
-    load_tile(tile_l, lf, classes, halo, tile_width, tile_rows, width, height, channels, mult, 1);
-    barrier(CLK_LOCAL_MEM_FENCE);
-
-    const int y0 = first_row(classes);
-    const int p = get_global_id(0);
-    if (y0 >= height || VEC * p >= width * channels) return;
-    const pack_t pack = make_pack(p, width, channels, aligned);
-    const int column = halo + VEC * (int)get_local_id(0);
-    const int row0 = ROWS * (int)get_local_id(1);
-    vec_t L[9], H[9];
-    #pragma unroll
-    for (int k = 0; k < ROWS + 2; k++)
-    {
-        if (k >= 3) slide_down(L, H);
-        const int i = k < 3 ? k : 2;
-        const int offset = (row0 + k) * tile_width + column;
-        #pragma unroll
-        for (int j = 0; j < 3; j++)
-        {
-            L[3 * i + j] = vload_vec(0, tile_l + offset + (j - 1) * halo);
-            H[3 * i + j] = vload_vec(0, tile_h + offset + (j - 1) * halo);
-        }
-        if (k < 2) continue;
-        const int y = y0 + (k - 2) * mult;
-        if (k > 2 && y >= height) return;
-        pde_store(L, H, out, mask, use_mask, pack, y, width, channels, speed, mode, anisotropy,
-                  strength, regularization, variance_threshold);
-    }
 }

@@ -462,35 +462,41 @@ def test_fast_math_stays_close_and_equal_across_shapes(engine):
     _close(out, numpy_solver.solve(image, plan))
 
 
-@pytest.mark.parametrize("shape", [(37, 53, 1), (29, 41, 3), (40, 70, 4), (9, 33, 2)])
-def test_tiled_kernels_give_the_untiled_result(engine, shape):
-    """The kernels staging stencil rows in local memory (the GPU default) against the
-    plain ones, bit for bit: every scale, with a mask, for a stack batch; with a tile
-    limit that the wider scales' tiles exceed (they run untiled)."""
-    from napari_diffuse.opencl_program import KernelShape
+# one plan of each structure the presets have, and two random ones (every order active)
+_STRUCTURES = ["denoise: medium", "astro: denoise faint frames", "inpaint highlights",
+               "local contrast", "local contrast: fast", "sharpen demosaicing: AA filter",
+               "simulate line drawing", "simulate watercolor", "bloom"]
 
-    plan = make_plan(DiffuseParams(**RANDOM_SETTINGS[0]))
-    image = _image(shape, seed=21)
-    mask = np.random.default_rng(22).random(shape[:2]) > 0.4
-    stack = _image((3, *shape), seed=23)
-    runs = {}
-    for tiled in (False, True):
-        run = opencl_solver.Engine(engine.device, vector_width=2, rows=3, local_size=(16, 2),
-                                   pde=KernelShape(1, 2, (32, 2)), precise=False,
-                                   stack_batch=2, tiled=tiled)
-        run._tile_limit = 2048  # small tiles: the wider scales run untiled
-        buffer = run._buffer("image0", 64)
-        work = {name: buffer for step in plan.passes for name in (*step.reads, *step.writes)}
-        kernels = run._iteration_kernels(run._program_for(shape[2]), buffer, work, buffer, 0,
-                                         shape, plan)
-        names = {k.kernel.function_name for k in kernels}
-        runs[tiled] = (run.solve(image, plan), run.solve(image, plan, mask),
-                       run.solve_planes(stack, plan), names)
-    assert runs[False][3] == {"bspline_level", "pde_step"}
-    assert runs[True][3] == {"bspline_level_tiled", "pde_step_tiled", "bspline_level",
-                             "pde_step"}
-    for plain, tiled in zip(runs[False][:3], runs[True][:3], strict=True):
-        np.testing.assert_array_equal(tiled, plain)
+
+@pytest.mark.parametrize("precise", [True, False])
+def test_the_specialised_pde_gives_the_general_result(engine, monkeypatch, precise):
+    """The PDE built for each plan's structure (the default) against the general program,
+    bit for bit, in both arithmetic modes: every preset structure, random settings, a
+    mask, a stack batch and an odd channel count. The negative control: a program built
+    for another structure (orders 2 and 4 left out) gives other results."""
+    from napari_diffuse import opencl_engine
+    from napari_diffuse.opencl_program import plan_options
+
+    plans = [make_plan(DiffuseParams.from_preset(name).replace(iterations=2))
+             for name in _STRUCTURES]
+    plans += [make_plan(DiffuseParams(**settings)) for settings in RANDOM_SETTINGS[:2]]
+    assert len({plan_options(plan) for plan in plans}) == len(plans)  # all different
+    image = _image((37, 45, 4), seed=31)
+    mask = np.random.default_rng(32).random((37, 45)) > 0.4
+    stack = _image((3, 21, 26, 3), seed=33)
+    general, specialised = (opencl_solver.Engine(engine.device, precise=precise,
+                                                 fast_math=not precise, specialized=flag)
+                            for flag in (False, True))
+    for plan in plans:
+        for args in ((image, plan), (image, plan, mask)):
+            np.testing.assert_array_equal(specialised.solve(*args), general.solve(*args))
+        np.testing.assert_array_equal(specialised.solve_planes(stack, plan),
+                                      general.solve_planes(stack, plan))
+    sharpen = plans[5]
+    assert all(speed != 0 for speed in sharpen.steps[0].speeds)
+    monkeypatch.setattr(opencl_engine, "plan_options", lambda plan: plan_options(plans[0]))
+    wrong = opencl_solver.Engine(engine.device, precise=precise, fast_math=not precise)
+    assert not np.array_equal(wrong.solve(image, sharpen), general.solve(image, sharpen))
 
 
 def test_gpu_odd_channel_counts_take_the_scalar_shapes(engine):

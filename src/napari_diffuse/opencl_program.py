@@ -18,14 +18,14 @@ import pyopencl as cl
 
 from .opencl_devices import OpenCLUnavailable
 
-__all__ = ["KERNEL_FILES", "KERNEL_NAMES", "TILED", "TILE_BYTES", "KernelShape", "Program",
-           "build", "device_kind", "read_source", "shared_context"]
+__all__ = ["KERNEL_FILES", "KERNEL_NAMES", "KernelShape", "Program", "build", "device_kind",
+           "plan_options", "read_source", "shared_context"]
 
 #: The kernel sources, concatenated in this order into one program.
 KERNEL_FILES = ("common.cl", "bspline.cl", "pde.cl", "inpaint.cl", "variance.cl",
                 "divergence.cl")
-KERNEL_NAMES = ("bspline_level", "bspline_level_tiled", "pde_step", "pde_step_tiled",
-                "luminance_mask", "inpaint_noise", "keep_saturated", "variance_map", "peak")
+KERNEL_NAMES = ("bspline_level", "pde_step", "luminance_mask", "inpaint_noise", "keep_saturated",
+                "variance_map", "peak")
 #: Precise arithmetic (no fused multiply-add, correctly rounded division and square root)
 #: per device kind: on a CPU it gives NumPy's results at no cost; on a GPU it costs time.
 PRECISE = {"GPU": False, "CPU": True}
@@ -44,25 +44,14 @@ class KernelShape(NamedTuple):
 #: 8 floats fill a CPU's AVX registers, 4 keep a GPU's loads 16 bytes wide, and on a GPU
 #: the vertical taps of 2 rows are read once (2 and 4 ran alike on an H200, 2026-12-04).
 BSPLINE_SHAPE = {"GPU": KernelShape(4, 2, (64, 2)), "CPU": KernelShape(8, 1, (64, 4))}
-#: The PDE's shape per device kind: on a GPU it is bound by its arithmetic and registers
-#: (two 3x3 stencils per float), so 2 floats per work item (1 where the channel count is
-#: odd) and 4 rows sharing their stencil rows ran fastest on an H200 (2026-12-04).
-PDE_SHAPE = {"GPU": KernelShape(2, 4, (64, 2)), "CPU": KernelShape(8, 1, (64, 4))}
+#: The PDE's shape per device kind: on a GPU, built for the plan's structure
+#: (:func:`plan_options`), 4 floats per work item (1 where the channel count is odd) and
+#: 4 rows sharing their stencil rows ran fastest on an H100 (2026-12-05).
+PDE_SHAPE = {"GPU": KernelShape(4, 4, (32, 4)), "CPU": KernelShape(8, 1, (64, 4))}
 #: On a GPU, the shapes for images whose channel count the vector width does not divide
 #: (one float per work item; 1-channel planes ran fastest so on an H200, 2026-12-04).
 SCALAR_SHAPE = {"bspline_level": KernelShape(1, 2, (64, 2)),
                 "pde_step": KernelShape(1, 2, (64, 2))}
-#: The filtering kernels' tiled forms (kernels staging a work-group's stencil rows in local
-#: memory), with their vertical reach in rows and the arrays they stage.
-TILE_REACH = {"bspline_level_tiled": (2, 1), "pde_step_tiled": (1, 2)}
-#: Whether the filtering kernels run tiled per device kind, where the tile fits
-#: TILE_BYTES (a group's loads are then all in flight at once). Off by default until
-#: timed on a GPU (``benchmarks/opencl_roofline.py --tiled on``); on a CPU the caches
-#: already give the stencils' reuse, and barriers cost time.
-TILED = {"GPU": False, "CPU": False}
-#: Largest tile a work-group stages (bytes of local memory); larger (wider dilations) run
-#: untiled.
-TILE_BYTES = 32 << 10
 #: Cheaper reciprocals in the PDE (``native_rsqrt``, ``native_divide``) per device kind,
 #: unless arithmetic is precise; within darktable's tolerances, same at every shape.
 FAST_MATH = {"GPU": True, "CPU": False}
@@ -70,6 +59,23 @@ FAST_MATH = {"GPU": True, "CPU": False}
 _lock = threading.Lock()
 _contexts: dict[int, cl.Context] = {}
 _programs: dict[tuple, cl.Program] = {}
+
+
+def plan_options(plan) -> tuple[str, ...]:
+    """Build options that specialise ``pde_step`` to ``plan``'s structure (kernels/pde.cl):
+    its modes, the orders whose speed is 0 at every scale, the orders sharing the
+    exponential of order k - 2, and whether every scale regularises. Plans of one
+    structure share one program; the results are those of the general program."""
+    def array(values) -> str:
+        return "{" + ",".join(str(int(v)) for v in values) + "}"
+
+    active = [any(step.speeds[k] != 0 for step in plan.steps) for k in range(4)]
+    same = [False, False, *(plan.anisotropy[k - 2] == plan.anisotropy[k] for k in (2, 3))]
+    options = (f"-DPDE_MODES={array(plan.modes)}", f"-DPDE_ACTIVE={array(active)}",
+               f"-DPDE_SAME_ANISOTROPY={array(same)}")
+    if all(step.regularization_factor != 0 for step in plan.steps):
+        options += ("-DPDE_REGULARIZED",)
+    return options
 
 
 def device_kind(device) -> str:
@@ -164,15 +170,6 @@ class Program:
         aligned = channels % self.vector_width == 0
         return size, (np.int32(width), np.int32(height), np.int32(channels), np.int32(mult),
                       np.int32(classes), np.int32(aligned), np.int32(plane_stride))
-
-    def tile_bytes(self, name: str, channels: int, mult: int) -> int:
-        """Local memory a work-group of ``name``'s tiled form (``bspline_level_tiled``,
-        ``pde_step_tiled``) stages at dilation ``mult``: its rows of the stencils' inputs
-        (one for the B-spline, hf and lf for the PDE), with the horizontal halo."""
-        reach, arrays = TILE_REACH[name]
-        lx, ly = self.local[name]
-        return 4 * arrays * (self.rows * ly + 2 * reach) * (
-            self.vector_width * lx + 2 * reach * mult * channels)
 
     def pixels_geometry(self, name: str, height: int, width: int) -> tuple[int, int]:
         """Global size of a kernel with one work item per pixel."""
