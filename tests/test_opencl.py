@@ -470,10 +470,12 @@ _STRUCTURES = ["denoise: medium", "astro: denoise faint frames", "inpaint highli
 
 @pytest.mark.parametrize("precise", [True, False])
 def test_the_specialised_pde_gives_the_general_result(engine, monkeypatch, precise):
-    """The PDE built for each plan's structure (the default) against the general program,
-    bit for bit, in both arithmetic modes: every preset structure, random settings, a
-    mask, a stack batch and an odd channel count. The negative control: a program built
-    for another structure (orders 2 and 4 left out) gives other results."""
+    """The PDE built for each plan's structure (the default) against the general program:
+    bit for bit in precise arithmetic; with fast math, where a compiler may fuse a product
+    and a sum (FMA) in one program and not the other (NVIDIA does), within 1e-6 (PoCL:
+    bit for bit too). Every preset structure, random settings, a mask, a stack batch and
+    an odd channel count. The negative control: a program built for another structure
+    (orders 2 and 4 left out) fails the same comparison."""
     from napari_diffuse import opencl_engine
     from napari_diffuse.opencl_program import plan_options
 
@@ -487,16 +489,22 @@ def test_the_specialised_pde_gives_the_general_result(engine, monkeypatch, preci
     general, specialised = (opencl_solver.Engine(engine.device, precise=precise,
                                                  fast_math=not precise, specialized=flag)
                             for flag in (False, True))
+    def same(actual, expected):
+        if precise:
+            np.testing.assert_array_equal(actual, expected)
+        else:
+            _close(actual, expected, max_abs=1e-6, mean_abs=1e-7)
+
     for plan in plans:
         for args in ((image, plan), (image, plan, mask)):
-            np.testing.assert_array_equal(specialised.solve(*args), general.solve(*args))
-        np.testing.assert_array_equal(specialised.solve_planes(stack, plan),
-                                      general.solve_planes(stack, plan))
+            same(specialised.solve(*args), general.solve(*args))
+        same(specialised.solve_planes(stack, plan), general.solve_planes(stack, plan))
     sharpen = plans[5]
     assert all(speed != 0 for speed in sharpen.steps[0].speeds)
     monkeypatch.setattr(opencl_engine, "plan_options", lambda plan: plan_options(plans[0]))
     wrong = opencl_solver.Engine(engine.device, precise=precise, fast_math=not precise)
-    assert not np.array_equal(wrong.solve(image, sharpen), general.solve(image, sharpen))
+    with pytest.raises(AssertionError):
+        same(wrong.solve(image, sharpen), general.solve(image, sharpen))
 
 
 def test_gpu_odd_channel_counts_take_the_scalar_shapes(engine):
