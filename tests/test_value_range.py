@@ -179,6 +179,32 @@ def test_large_arrays_are_subsampled_alike_in_numpy_and_dask():
     assert hi == pytest.approx(float(np.percentile(image, 99.9)), rel=0.01)
 
 
+@pytest.mark.parametrize("kind", ["uniform", "normal", "ties", "half zeros", "every 16th low",
+                                  "small"])
+def test_the_percentiles_from_the_tails_equal_numpy_percentile(kind, monkeypatch):
+    """The survey's percentiles read the sample's tails only (_tail_percentiles) and equal
+    numpy.percentile bit for bit; a sample whose coarse subsample (every 16th value) is
+    not like the rest (its bounds miss the order statistics) and small samples fall back
+    to numpy.percentile, which the others must not call."""
+    from napari_diffuse import intensity
+
+    rng = np.random.default_rng(5)
+    n = 1_234_567
+    sample = {"uniform": rng.random(n), "normal": rng.normal(size=n) * 1e3,
+              "ties": rng.integers(0, 20, n).astype(np.float64),
+              "half zeros": np.concatenate([np.zeros(n // 2), rng.random(n - n // 2)]),
+              "every 16th low": rng.random(n) + 1,
+              "small": rng.random(intensity._TAIL_MIN - 1)}[kind]
+    if kind == "every 16th low":
+        sample[::16] = rng.random(sample[::16].size) * 1e-3
+    original = sample.copy()
+    expected = tuple(float(v) for v in np.percentile(sample, [0.1, 99.9]))
+    if kind not in ("every 16th low", "small"):
+        monkeypatch.setattr(np, "percentile", None)  # the tails alone must do
+    assert intensity._tail_percentiles(sample) == expected
+    np.testing.assert_array_equal(sample, original)
+
+
 def test_dask_none_warns_once_and_computes_the_range_eagerly():
     with pytest.warns(IntensityWarning) as caught:
         out = diffuse(da.from_array(TWELVE_BIT, chunks=64), **FINE)

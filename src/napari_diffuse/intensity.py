@@ -38,6 +38,9 @@ __all__ = ["Layout", "IntensityWarning", "SAMPLE_SIZE", "auto_range", "check_ima
 SAMPLE_SIZE = 2_000_000
 #: The robust range's percentiles (in %).
 _PERCENTILES = (0.1, 99.9)
+#: Samples at least this large take those percentiles from their tails alone
+#: (:func:`_tail_percentiles`); smaller ones from :func:`numpy.percentile`.
+_TAIL_MIN = 100_000
 #: ``value_range=None`` switches to ``"auto"`` for floats whose 99.9th percentile is above
 #: this, or whose 0.1th percentile is below ``-_NEGATIVE_FRACTION * max(1, p99.9)``...
 _FLOAT_HIGH = 16.0
@@ -261,6 +264,49 @@ def _sample_slices(shape: tuple[int, ...], channel_axis: int | None) -> tuple[sl
                  for axis in range(len(shape)))
 
 
+def _tail_percentiles(sample: np.ndarray) -> tuple[float, float]:
+    """``numpy.percentile(sample, _PERCENTILES)`` of a 1-D float64 sample, bit for bit.
+
+    Partitioning the whole sample for the four order statistics the two percentiles
+    interpolate took 40 ms for 2 million values; here a coarse subsample bounds each tail
+    (its 0.5th and 99.5th percentiles) and only the values beyond a bound are partitioned
+    (about 8 ms). NumPy's 'linear' method: virtual index ``(n - 1) q``, interpolated
+    between the order statistics at its floor and the next position. Falls back to
+    :func:`numpy.percentile` for samples under :data:`_TAIL_MIN` values and where a
+    bound misses its order statistics (a subsample unlike the rest: periodic data).
+    """
+    n = sample.size
+    virtual = (n - 1) * np.true_divide(_PERCENTILES, 100)
+    floor = np.floor(virtual)
+    pairs = _tail_order_statistics(sample, floor.astype(np.intp)) if n >= _TAIL_MIN else None
+    if pairs is None:
+        return tuple(float(v) for v in np.percentile(sample, _PERCENTILES))
+    return tuple(float(_lerp(a, b, weight))
+                 for (a, b), weight in zip(pairs, virtual - floor, strict=True))
+
+
+def _tail_order_statistics(sample: np.ndarray, at: np.ndarray):
+    """The sample's sorted values at ``(at[0], at[0] + 1)`` (low tail) and ``(at[1],
+    at[1] + 1)`` (high tail), or None where the coarse bounds miss them."""
+    coarse = sample[::16].copy()
+    k = coarse.size // 200
+    coarse.partition([k, coarse.size - 1 - k])
+    low_tail = sample[sample <= coarse[k]]  # sorted positions 0 .. size - 1
+    high_tail = sample[sample >= coarse[-1 - k]]  # sorted positions n - size .. n - 1
+    low_at, high_at = int(at[0]), int(at[1]) - (sample.size - high_tail.size)
+    if low_at + 1 >= low_tail.size or high_at < 0:
+        return None
+    low_tail.partition([low_at, low_at + 1])
+    high_tail.partition([high_at, high_at + 1])
+    return low_tail[low_at:low_at + 2], high_tail[high_at:high_at + 2]
+
+
+def _lerp(a: np.float64, b: np.float64, weight: np.float64) -> np.float64:
+    """NumPy's interpolation between ``a`` and ``b`` (from whichever end is nearer)."""
+    difference = b - a
+    return a + difference * weight if weight < 0.5 else b - difference * (1 - weight)
+
+
 def _survey(image, channel_axis: int | None, *, every_value: bool = True) -> _Survey | None:
     """Survey ``image`` (NumPy-like or dask); None without finite values.
 
@@ -282,7 +328,7 @@ def _survey(image, channel_axis: int | None, *, every_value: bool = True) -> _Su
     sample = sample[np.isfinite(sample)]
     if sample.size == 0:
         return None
-    low, high = (float(v) for v in np.percentile(sample, _PERCENTILES))
+    low, high = _tail_percentiles(sample)
     survey = _Survey(float(sample.min()), float(sample.max()), low, high)
     if lazy:  # with NaN or Inf (refused later, when processed) the sample's extremes stay
         return survey.with_extremes(minimum, maximum, read_all=False)
