@@ -98,8 +98,10 @@ INLINE vec_t derivative(int mode, const vec_t c2, const differences_t s, const d
  * opencl_program.plan_options) knows the modes, the orders whose speed is 0 at every
  * scale (PDE_ACTIVE), the orders whose exponential equals the one of order k - 2
  * (PDE_SAME_ANISOTROPY) and whether every scale regularises (PDE_REGULARIZED): the
- * compiler then drops the branches and the work of the other orders. Same arithmetic,
- * same results as the general program, which reads them from the arguments. */
+ * compiler then drops the branches and the work of the other orders. Same arithmetic as
+ * the general program, which reads them from the arguments: the same results in precise
+ * arithmetic; with fast math a compiler may contract products and sums (FMA) differently
+ * in the two programs (NVIDIA: up to 5.4e-7 apart). */
 /* The update of one pack from its 3x3 stencils of lf (L) and hf (H), row-major. */
 INLINE vec_t pde_value(const vec_t *L, const vec_t *H, float4 speed, int4 mode,
                        float4 anisotropy, float strength, float regularization,

@@ -489,6 +489,7 @@ def test_the_specialised_pde_gives_the_general_result(engine, monkeypatch, preci
     general, specialised = (opencl_solver.Engine(engine.device, precise=precise,
                                                  fast_math=not precise, specialized=flag)
                             for flag in (False, True))
+
     def same(actual, expected):
         if precise:
             np.testing.assert_array_equal(actual, expected)

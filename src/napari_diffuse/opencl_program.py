@@ -65,7 +65,9 @@ def plan_options(plan) -> tuple[str, ...]:
     """Build options that specialise ``pde_step`` to ``plan``'s structure (kernels/pde.cl):
     its modes, the orders whose speed is 0 at every scale, the orders sharing the
     exponential of order k - 2, and whether every scale regularises. Plans of one
-    structure share one program; the results are those of the general program."""
+    structure share one program; the results are those of the general program (bit for
+    bit in precise arithmetic; with fast math within the FMA contractions a compiler
+    chooses per program: 5.4e-7 on an H100)."""
     def array(values) -> str:
         return "{" + ",".join(str(int(v)) for v in values) + "}"
 
