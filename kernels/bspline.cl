@@ -71,9 +71,9 @@ INLINE void bspline_pack(global const float *src, global float *lf, global float
     bspline_store(lf, hf, pack, y0, height, row_length, mult, lowpass, centre);
 }
 
-kernel void bspline_level(global const float *src, global float *lf, global float *hf,
-                          int width, int height, int channels, int mult, int classes,
-                          int aligned, int plane_stride)
+kernel void bspline_level(global const float *restrict src, global float *restrict lf,
+                          global float *restrict hf, int width, int height, int channels,
+                          int mult, int classes, int aligned, int plane_stride)
 {
     const size_t start = plane_start(classes, plane_stride);
     src += start;
