@@ -508,6 +508,75 @@ def test_the_specialised_pde_gives_the_general_result(engine, monkeypatch, preci
         same(wrong.solve(image, sharpen), general.solve(image, sharpen))
 
 
+@pytest.mark.parametrize("precise", [True, False])
+def test_the_fused_coarsest_scale_gives_the_unfused_result(engine, tmp_path, precise):
+    """The coarsest scale's B-spline and PDE in one pass (the GPU default) against the two
+    passes: bit for bit in both arithmetic modes (the level's arithmetic is never fused),
+    for every preset structure, 1 to 10 scales, images where the coarsest stencils reach
+    past every border and images with interior packs, a mask, a stack batch and an odd
+    channel count; the profile names the fused pass. The negative control: a fused kernel
+    that clamps a tap once (at the stencil point plus the tap) instead of twice (the
+    stencil point, then the tap) fails the comparison."""
+    plans = [make_plan(DiffuseParams.from_preset(name).replace(iterations=2))
+             for name in _STRUCTURES]
+    plans += [make_plan(DiffuseParams(**settings)) for settings in RANDOM_SETTINGS[:2]]
+    plans += [make_plan(DiffuseParams(iterations=2, radius=r, first=0.3, third=-0.2,
+                                      anisotropy_first=2.0)) for r in (0, 1)]
+    assert {plan.scales for plan in plans} >= {1, 2, 5, 10}
+    images = [_image((37, 45, 4), seed=31), _image((90, 130, 4), seed=34)]
+    mask = np.random.default_rng(32).random((90, 130)) > 0.4
+    stack = _image((3, 21, 26, 3), seed=33)
+    kwargs = dict(precise=precise, fast_math=not precise)
+    unfused, fused = (opencl_solver.Engine(engine.device, fused=flag, **kwargs)
+                      for flag in (False, True))
+    for plan in plans:
+        for image in images:
+            np.testing.assert_array_equal(fused.solve(image, plan), unfused.solve(image, plan))
+        np.testing.assert_array_equal(fused.solve(images[1], plan, mask),
+                                      unfused.solve(images[1], plan, mask))
+        np.testing.assert_array_equal(fused.solve_planes(stack, plan),
+                                      unfused.solve_planes(stack, plan))
+    profiled = opencl_solver.Engine(engine.device, fused=True, profiling=True, **kwargs)
+    plan = plans[0]
+    with profiled.profile() as profile:
+        profiled.solve(images[1], plan)
+    coarsest = plan.scales - 1
+    assert {key for key, _ in profile.events} >= {("bspline_pde", coarsest),
+                                                   ("bspline", coarsest - 1)}
+    assert ("bspline", coarsest) not in {key for key, _ in profile.events}
+
+    source = (data_dir("kernels") / "bspline_pde.cl").read_text()
+    once = "clamp(column + stencil + dx, 0, width - 1)"
+    twice = "clamp(clamp(column + stencil, 0, width - 1) + dx, 0, width - 1)"
+    assert twice in source
+    for name in opencl_solver.KERNEL_FILES:
+        shutil.copy(data_dir("kernels") / name, tmp_path / name)
+    (tmp_path / "bspline_pde.cl").write_text(source.replace(twice, once))
+    wrong = opencl_solver.Engine(engine.device, tmp_path, fused=True, **kwargs)
+    # the plan that diffuses most at its coarsest scale (local contrast: -0.11)
+    strongest = max(plans, key=lambda plan: max(abs(v) for v in plan.steps[-1].speeds))
+    with pytest.raises(AssertionError):
+        np.testing.assert_array_equal(wrong.solve(images[1], strongest),
+                                      unfused.solve(images[1], strongest))
+
+
+def test_the_fused_engine_matches_darktable(engine, reference_dir):
+    """Every reference vector through the fused coarsest scale with the GPU's arithmetic
+    (fast math), within darktable's tolerances (test_reference.py runs the default
+    engine, which on a CPU runs the two passes)."""
+    from conftest import reference_files
+
+    fused = opencl_solver.Engine(engine.device, fused=True, precise=False, fast_math=True)
+    for entry in reference_files():
+        data = np.load(reference_dir / entry["file"])
+        params = DiffuseParams.from_darktable(json.loads(str(data["params_json"])))
+        mask = data["mask"] if params.luminance_threshold > 0 else None
+        error = np.abs(fused.solve(data["input"], make_plan(params), mask) - data["output"])
+        tolerance = entry["tolerance"]
+        assert error.max() <= tolerance["max_abs"], (entry["file"], error.max())
+        assert error.mean() <= tolerance["mean_abs"], (entry["file"], error.mean())
+
+
 def test_gpu_odd_channel_counts_take_the_scalar_shapes(engine):
     from napari_diffuse.opencl_program import SCALAR_SHAPE
 
