@@ -97,7 +97,8 @@ INLINE size_t plane_start(int classes, int stride)
 
 /* Where the VEC floats of a pack are: `first` is the offset of its first float in the
  * row, `count` how many lie inside the row; `aligned` says that every pack and neighbour
- * starts on a multiple of VEC floats (channels % VEC == 0), so vector loads may be
+ * starts on a multiple of VEC floats (rows of a multiple of VEC floats, and neighbours a
+ * multiple of VEC floats apart: channels * dilation % VEC == 0), so vector loads may be
  * aligned ones. */
 typedef struct
 {

@@ -237,8 +237,9 @@ INLINE void pde_pack(global const float *hf, global const float *lf, global floa
 kernel void pde_step(global const float *restrict hf, global const float *restrict lf,
                      global float *restrict out, global const uchar *restrict mask,
                      int use_mask, int width, int height, int channels, int mult, int classes,
-                     int aligned, int plane_stride, int mask_stride, float4 speed, int4 mode, float4 anisotropy,
-                     float strength, float regularization, float variance_threshold)
+                     int aligned, int plane_stride, int mask_stride, float4 speed, int4 mode,
+                     float4 anisotropy, float strength, float regularization,
+                     float variance_threshold)
 {
     const size_t start = plane_start(classes, plane_stride);
     hf += start;

@@ -173,7 +173,9 @@ class Program:
         packs = -(-width * channels // self.vector_width)
         size = (round_up(packs, lx), round_up(-(-per_class // self.rows), ly),
                 classes * planes)
-        aligned = channels % self.vector_width == 0
+        # rows and every neighbour (multiples of mult pixels away) start on whole packs
+        aligned = (width * channels) % self.vector_width == 0 \
+            and (channels * mult) % self.vector_width == 0
         return size, (np.int32(width), np.int32(height), np.int32(channels), np.int32(mult),
                       np.int32(classes), np.int32(aligned), np.int32(plane_stride))
 
