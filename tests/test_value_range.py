@@ -199,10 +199,14 @@ def test_the_percentiles_from_the_tails_equal_numpy_percentile(kind, monkeypatch
         sample[::16] = rng.random(sample[::16].size) * 1e-3
     original = sample.copy()
     expected = tuple(float(v) for v in np.percentile(sample, [0.1, 99.9]))
+    single = sample.astype(np.float32)  # the survey keeps float32 data in float32
+    expected_single = tuple(float(v) for v in np.percentile(single.astype(np.float64),
+                                                            [0.1, 99.9]))
     if kind not in ("every 16th low", "small"):
         monkeypatch.setattr(np, "percentile", None)  # the tails alone must do
     assert intensity._tail_percentiles(sample) == expected
     np.testing.assert_array_equal(sample, original)
+    assert intensity._tail_percentiles(single) == expected_single
 
 
 def test_dask_none_warns_once_and_computes_the_range_eagerly():
