@@ -324,9 +324,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--general", action="store_true",
                         help="the general PDE program instead of one built for each preset's "
                              "structure (Engine(specialized=False)), also through diffuse()")
-    parser.add_argument("--unfused", action="store_true",
-                        help="the coarsest scale's B-spline and PDE as two passes "
-                             "(Engine(fused=False)), also through diffuse()")
+    parser.add_argument("--fused", choices=("yes", "no"), default=None,
+                        help="the coarsest scale's B-spline and PDE in one pass or two "
+                             "(Engine(fused=...)), also through diffuse(); default: the "
+                             "device kind's (opencl_program.FUSED)")
     parser.add_argument("--build-log", action="store_true",
                         help="print the compiler's report on the filtering kernels (NVIDIA: "
                              "registers and spills, through -cl-nv-verbose)")
@@ -337,8 +338,8 @@ def main(argv=None) -> dict:
     device = select_device(args.device)
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
     engine = Engine(device, profiling=True, specialized=not args.general,
-                    fused=False if args.unfused else None)
-    if args.general or args.unfused:
+                    fused=None if args.fused is None else args.fused == "yes")
+    if args.general or args.fused is not None:
         from napari_diffuse import opencl_solver
 
         opencl_solver.engine().specialized = engine.specialized  # diffuse()'s engine too

@@ -510,7 +510,7 @@ def test_the_specialised_pde_gives_the_general_result(engine, monkeypatch, preci
 
 @pytest.mark.parametrize("precise", [True, False])
 def test_the_fused_coarsest_scale_gives_the_unfused_result(engine, tmp_path, precise):
-    """The coarsest scale's B-spline and PDE in one pass (the GPU default) against the two
+    """The coarsest scale's B-spline and PDE in one pass (Engine(fused=True)) against the two
     passes: bit for bit in both arithmetic modes (the level's arithmetic is never fused),
     for every preset structure, 1 to 10 scales, images where the coarsest stencils reach
     past every border and images with interior packs, a mask, a stack batch and an odd
@@ -563,7 +563,7 @@ def test_the_fused_coarsest_scale_gives_the_unfused_result(engine, tmp_path, pre
 def test_the_fused_engine_matches_darktable(engine, reference_dir):
     """Every reference vector through the fused coarsest scale with the GPU's arithmetic
     (fast math), within darktable's tolerances (test_reference.py runs the default
-    engine, which on a CPU runs the two passes)."""
+    engine, which runs the two passes)."""
     from conftest import reference_files
 
     fused = opencl_solver.Engine(engine.device, fused=True, precise=False, fast_math=True)

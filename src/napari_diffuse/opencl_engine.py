@@ -1,13 +1,14 @@
 """The OpenCL engine: one device's queue, programs and device buffers, and whole runs.
 
 An image is uploaded once, every scale of every iteration runs on the device (per scale
-one B-spline pass writing LF and HF and one PDE pass, on a GPU the coarsest scale's two in
-one: :meth:`Engine.passes`), and the result is downloaded once. An image too large for the
-device is processed in overlapping tiles (:mod:`.opencl_tiles`) that give the whole-image
-result; when even that cannot fit, the NumPy solver runs it, with a warning. A stack of
-planes streams through the device in batches (:meth:`Engine.solve_planes`): the next
-batch uploads and the previous one downloads, on their own queues and host threads, while
-the current one computes, each kernel launch running every plane of the batch.
+one B-spline pass writing LF and HF and one PDE pass, or with ``fused`` the coarsest
+scale's two in one: :meth:`Engine.passes`), and the result is downloaded once. An image
+too large for the device is processed in overlapping tiles (:mod:`.opencl_tiles`) that
+give the whole-image result; when even that cannot fit, the NumPy solver runs it, with a
+warning. A stack of planes streams through the device in batches
+(:meth:`Engine.solve_planes`): the next batch uploads and the previous one downloads, on
+their own queues and host threads, while the current one computes, each kernel launch
+running every plane of the batch.
 """
 
 from __future__ import annotations
@@ -178,7 +179,8 @@ class Engine:
         Run the coarsest scale's B-spline and PDE as one pass (``bspline_pde_step``,
         :attr:`Plan.fused_passes`): two image-sized arrays fewer written and two fewer
         read per iteration, one wavelet buffer fewer, the same results bit for bit.
-        Default per device kind (``opencl_program.FUSED``).
+        Default per device kind (``opencl_program.FUSED``: off on CPUs, where it ran
+        slower, and on GPUs until timed there).
 
     Raises
     ------

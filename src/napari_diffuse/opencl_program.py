@@ -54,8 +54,11 @@ SCALAR_SHAPE = {"bspline_level": KernelShape(1, 2, (64, 2)),
                 "pde_step": KernelShape(1, 2, (64, 2))}
 #: Whether the coarsest scale's B-spline and PDE run as one pass, per device kind: on a
 #: CPU the pass recomputes the level's taps at each of the 9 stencil points and ran slower
-#: (PoCL, 2-core machine, 2048x2048 RGBA denoise: medium: 1.66 against 1.32 s).
-FUSED = {"GPU": True, "CPU": False}
+#: (PoCL, 2-core machine, 2048x2048 RGBA denoise: medium, 2 iterations: 1.66 against
+#: 1.32 s); on a GPU, where it moves 4 image-sized arrays fewer per iteration, it is not
+#: yet timed (no GPU could be had when it was written): off until measured
+#: (``opencl_roofline.py --fused yes``).
+FUSED = {"GPU": False, "CPU": False}
 #: Cheaper reciprocals in the PDE (``native_rsqrt``, ``native_divide``) per device kind,
 #: unless arithmetic is precise; within darktable's tolerances, same at every shape.
 FAST_MATH = {"GPU": True, "CPU": False}
