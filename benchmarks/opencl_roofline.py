@@ -141,10 +141,10 @@ def device_profile(engine: Engine, image: np.ndarray, plan, bandwidth: float) ->
     image_bytes = image.nbytes
     passes = []
     moved_run = kernels = 0.0
-    for step in engine.passes(plan):
+    for step in plan.passes:
         t = seconds[(step.kind, step.scale)] / plan.iterations
         moved = step.arrays_moved * image_bytes
-        if step.kind != "bspline" and plan.luminance_threshold > 0:
+        if step.kind == "pde" and plan.luminance_threshold > 0:
             moved += image.shape[0] * image.shape[1]  # the mask
         passes.append(dict(kind=step.kind, scale=step.scale, ms=t * 1e3,
                            bytes=moved, bandwidth=moved / t, efficiency=moved / t / bandwidth))
@@ -254,13 +254,9 @@ def run_variants(device, presets, height, width, bandwidth, reference, results) 
             worst = max(max(r["max_abs"] / r["tolerance"]["max_abs"],
                             r["mean_abs"] / r["tolerance"]["mean_abs"])
                         for r in check_reference(variant, reference, verbose=False))
-        # the coarsest scale's fused pass runs the PDE's program, at its shape
-        program = {p["kind"]: "bspline" if p["kind"] == "bspline" else "pde"
-                   for p in profile["passes"]}
-        times = {kind: sum(p["ms"] for p in profile["passes"] if program[p["kind"]] == kind)
+        times = {kind: sum(p["ms"] for p in profile["passes"] if p["kind"] == kind)
                  for kind in ("bspline", "pde")}
-        worst_pass = {kind: min(p["efficiency"] for p in profile["passes"]
-                                if program[p["kind"]] == kind)
+        worst_pass = {kind: min(p["efficiency"] for p in profile["passes"] if p["kind"] == kind)
                       for kind in ("bspline", "pde")}
         row = dict(bspline=list(bspline), pde=list(pde), fast_math=fast, build_options=options,
                    per_iteration_ms=profile["per_iteration_ms"], bspline_ms=times["bspline"],
@@ -324,10 +320,6 @@ def main(argv=None) -> dict:
     parser.add_argument("--general", action="store_true",
                         help="the general PDE program instead of one built for each preset's "
                              "structure (Engine(specialized=False)), also through diffuse()")
-    parser.add_argument("--fused", choices=("yes", "no"), default=None,
-                        help="the coarsest scale's B-spline and PDE in one pass or two "
-                             "(Engine(fused=...)), also through diffuse(); default: the "
-                             "device kind's (opencl_program.FUSED)")
     parser.add_argument("--build-log", action="store_true",
                         help="print the compiler's report on the filtering kernels (NVIDIA: "
                              "registers and spills, through -cl-nv-verbose)")
@@ -337,13 +329,11 @@ def main(argv=None) -> dict:
     width, height = (int(v) for v in args.size.lower().split("x"))
     device = select_device(args.device)
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
-    engine = Engine(device, profiling=True, specialized=not args.general,
-                    fused=None if args.fused is None else args.fused == "yes")
-    if args.general or args.fused is not None:
+    engine = Engine(device, profiling=True, specialized=not args.general)
+    if args.general:
         from napari_diffuse import opencl_solver
 
-        opencl_solver.engine().specialized = engine.specialized  # diffuse()'s engine too
-        opencl_solver.engine().fused = engine.fused
+        opencl_solver.engine().specialized = False  # diffuse()'s engine too
     bandwidth = copy_bandwidth(engine.context, device, height * width * 16)
     results: dict = dict(device=f"{device.platform.name.strip()}: {device.name.strip()}",
                          size=[height, width], copy_bandwidth=bandwidth)
@@ -356,14 +346,14 @@ def main(argv=None) -> dict:
         engine = fastest or engine
     results.update(shapes={k: list(v) for k, v in engine.shapes.items()},
                    precise=engine.precise, fast_math=engine.fast_math,
-                   specialized=engine.specialized, fused=engine.fused,
+                   specialized=engine.specialized,
                    build_options=engine._build_options)
     if args.build_log:
         print_build_log(engine)
     print(f"engine: B-spline {tuple(engine.shapes['bspline_level'])}, PDE "
           f"{tuple(engine.shapes['pde_step'])} (vector width, rows per item, work-group), "
           f"precise {engine.precise}, fast math {engine.fast_math}, PDE specialised "
-          f"{engine.specialized}, coarsest scale fused {engine.fused}",
+          f"{engine.specialized}",
           flush=True)
     if args.reference is not None:
         print("reference parity:")
@@ -399,7 +389,7 @@ def main(argv=None) -> dict:
             print(line, flush=True)
             if args.details:
                 for p in run["passes"]:
-                    print(f"    {p['kind']:11s} scale {p['scale']}: {p['ms']:.3f} ms, "
+                    print(f"    {p['kind']:7s} scale {p['scale']}: {p['ms']:.3f} ms, "
                           f"{p['bandwidth'] / 1e12:.2f} TB/s ({100 * p['efficiency']:.0f} %)")
     print(header)
     print("\n".join(lines))

@@ -7,7 +7,7 @@
  * consecutive floats of a row (1, 2, 4 or 8, set by the host with -DVEC=...; the last pack of a
  * row may be partial), so the cost is proportional to the number of floats whatever the
  * number of channels. Borders clamp to the edge pixel. The host builds the files in this
- * order: common, bspline, pde, bspline_pde, inpaint, variance, divergence.
+ * order: common, bspline, pde, inpaint, variance.
  */
 
 /* Every product and sum is rounded as written, so that any vector width gives the same

@@ -1,14 +1,13 @@
 """The OpenCL engine: one device's queue, programs and device buffers, and whole runs.
 
 An image is uploaded once, every scale of every iteration runs on the device (per scale
-one B-spline pass writing LF and HF and one PDE pass, or with ``fused`` the coarsest
-scale's two in one: :meth:`Engine.passes`), and the result is downloaded once. An image
-too large for the device is processed in overlapping tiles (:mod:`.opencl_tiles`) that
-give the whole-image result; when even that cannot fit, the NumPy solver runs it, with a
-warning. A stack of planes streams through the device in batches
-(:meth:`Engine.solve_planes`): the next batch uploads and the previous one downloads, on
-their own queues and host threads, while the current one computes, each kernel launch
-running every plane of the batch.
+one B-spline pass writing LF and HF and one PDE pass, as :attr:`Plan.passes` schedules
+them), and the result is downloaded once. An image too large for the device is processed
+in overlapping tiles (:mod:`.opencl_tiles`) that give the whole-image result; when even
+that cannot fit, the NumPy solver runs it, with a warning. A stack of planes streams
+through the device in batches (:meth:`Engine.solve_planes`): the next batch uploads and the
+previous one downloads, on their own queues and host threads, while the current one
+computes, each kernel launch running every plane of the batch.
 """
 
 from __future__ import annotations
@@ -32,7 +31,6 @@ from .opencl_devices import OpenCLUnavailable
 from .opencl_program import (
     BSPLINE_SHAPE,
     FAST_MATH,
-    FUSED,
     PDE_SHAPE,
     PRECISE,
     SCALAR_SHAPE,
@@ -54,7 +52,6 @@ from .plan import (
     divergence_error,
     input_bound,
     mask_source,
-    workspace_buffers,
 )
 from .resources import data_dir
 
@@ -74,12 +71,11 @@ Progress = Callable[[int, int], None]
 
 
 def device_bytes_per_pixel(plan: Plan, channels: int, images: int = 1,
-                           workspaces: int = 1, fused: bool = False) -> int:
+                           workspaces: int = 1) -> int:
     """Device bytes a run of ``plan`` holds per pixel: ``images`` image buffers (the
-    iteration runs in place) and, per workspace, the wavelet buffers of
-    :attr:`Plan.passes` (or :attr:`Plan.fused_passes`, ``fused``) and one mask byte."""
-    buffers = len(workspace_buffers(plan.fused_passes if fused else plan.passes))
-    return 4 * channels * (images + workspaces * buffers) + workspaces
+    iteration runs in place) and, per workspace, the two low-frequency and the ``scales``
+    high-frequency buffers of :attr:`Plan.passes` and one mask byte."""
+    return 4 * channels * (images + workspaces * (2 + plan.scales)) + workspaces
 
 
 @dataclasses.dataclass
@@ -119,7 +115,7 @@ class _Bound(NamedTuple):
     kernel: cl.Kernel
     global_size: tuple[int, ...]
     local: tuple[int, ...]
-    kind: str  #: the pass's kind, :attr:`Pass.kind` (the events' names)
+    kind: str  #: "bspline" or "pde" (the events' names)
     scale: int
 
 
@@ -175,12 +171,6 @@ class Engine:
         Same results either way (bit for bit in precise arithmetic; with an NVIDIA GPU's
         fast math within 5.4e-7, the two programs' FMAs differing); on *denoise: medium*
         the device kernels ran 1.39x faster on an H100, the whole run 1.09x on PoCL.
-    fused : bool, optional
-        Run the coarsest scale's B-spline and PDE as one pass (``bspline_pde_step``,
-        :attr:`Plan.fused_passes`): two image-sized arrays fewer written and two fewer
-        read per iteration, one wavelet buffer fewer, the same results bit for bit.
-        Default per device kind (``opencl_program.FUSED``: off on CPUs, where it ran
-        slower, and on GPUs until timed there).
 
     Raises
     ------
@@ -198,14 +188,11 @@ class Engine:
                  pde: KernelShape | None = None, precise: bool | None = None,
                  fast_math: bool | None = None, staged: bool | None = None,
                  profiling: bool = False, build_options: dict[str, tuple[str, ...]] | None = None,
-                 stack_batch: int | None = None, specialized: bool = True,
-                 fused: bool | None = None):
+                 stack_batch: int | None = None, specialized: bool = True):
         self.device = device
         kind = device_kind(device)
         #: Whether the PDE is built for each plan's structure (``specialized``).
         self.specialized = bool(specialized)
-        #: Whether the coarsest scale runs as one pass (``fused``).
-        self.fused = FUSED[kind] if fused is None else bool(fused)
         bspline = BSPLINE_SHAPE[kind]
         given = vector_width is not None or rows is not None or local_size is not None
         bspline = KernelShape(vector_width if vector_width is not None else bspline.vector_width,
@@ -327,14 +314,10 @@ class Engine:
                                                      max(nbytes, 1))
         return buffer
 
-    def passes(self, plan: Plan) -> tuple:
-        """One iteration's passes on this engine: :attr:`Plan.fused_passes` where
-        :attr:`fused`, else :attr:`Plan.passes`."""
-        return plan.fused_passes if self.fused else plan.passes
-
-    def _workspace_names(self, plan: Plan) -> tuple[str, ...]:
-        """The buffers of :meth:`passes` but the image: ``lf0``, ``lf1``, ``hf<s>``."""
-        return workspace_buffers(self.passes(plan))
+    @staticmethod
+    def _workspace_names(plan: Plan) -> list[str]:
+        """The buffers of :attr:`Plan.passes` but the image: ``lf0``, ``lf1``, ``hf<s>``."""
+        return ["lf0", "lf1", *(f"hf{s}" for s in range(plan.scales))]
 
     def _workspace(self, plan: Plan, nbytes: int) -> dict[str, cl.Buffer]:
         return {name: self._buffer(name, nbytes) for name in self._workspace_names(plan)}
@@ -347,8 +330,7 @@ class Engine:
 
         def fits(h: int, w: int) -> bool:
             nbytes = h * w * channels * 4
-            per_pixel = device_bytes_per_pixel(plan, channels, images, workspaces,
-                                               self.fused) \
+            per_pixel = device_bytes_per_pixel(plan, channels, images, workspaces) \
                 if plan is not None \
                 else 4 * channels * 4 + 1
             return nbytes <= self.buffer_limit and h * w * per_pixel <= self.memory_limit
@@ -435,14 +417,13 @@ class Engine:
             return input_peak
         return input_bound(input_peak.value())
 
-    def _bound(self, program: Program, name: str, global_size, args, key,
-               kind: str) -> _Bound:
+    def _bound(self, program: Program, name: str, global_size, args, key) -> _Bound:
         """Kernel object ``key`` of ``name`` with ``args`` set, to enqueue again and again
         (the engine's lock keeps one run at a time on the pool)."""
         kernel = program.pooled(name, key)
         kernel.set_args(*args)
         local = program.local[name] + (1,) * (len(global_size) - 2)
-        return _Bound(kernel, global_size, local, kind, key[0])
+        return _Bound(kernel, global_size, local, name.split("_")[0], key[0])
 
     def _iteration_kernels(self, program: Program, image_buf, work: dict, mask_buf,
                            use_mask: int, shape, plan: Plan, slot: int = 0,
@@ -462,31 +443,32 @@ class Engine:
         modes = cltypes.make_int4(*plan.modes)
         anisotropy = cltypes.make_float4(*plan.anisotropy)
         kernels = []
-        for step in self.passes(plan):
+        for step in plan.passes:
             s = step.scale
-            reads = tuple(buffers[name] for name in step.reads)
-            writes = tuple(buffers[name] for name in step.writes)
             if step.kind == "bspline":
+                (level,), (low, high) = step.reads, step.writes
                 kernels.append(self._filter(program, "bspline_level", shape, 1 << s, batch,
-                                            reads + writes, (), (s, slot), step.kind))
-                continue
-            scale = plan.steps[s]
-            kernels.append(self._filter(
-                pde, f"{step.kind}_step", shape, scale.mult, batch,
-                reads + writes + (mask_buf, np.int32(use_mask)),
-                (np.int32(mask_stride), cltypes.make_float4(*scale.speeds), modes,
-                 anisotropy, F32(scale.strength), F32(scale.regularization_factor),
-                 F32(plan.variance_threshold)), (s, slot), step.kind))
+                                            (buffers[level], buffers[low], buffers[high]), (),
+                                            (s, slot)))
+            else:
+                scale = plan.steps[s]
+                (high, current), (target,) = step.reads, step.writes
+                kernels.append(self._filter(
+                    pde, "pde_step", shape, scale.mult, batch,
+                    (buffers[high], buffers[current], buffers[target], mask_buf,
+                     np.int32(use_mask)),
+                    (np.int32(mask_stride), cltypes.make_float4(*scale.speeds), modes,
+                     anisotropy, F32(scale.strength), F32(scale.regularization_factor),
+                     F32(plan.variance_threshold)), (s, slot)))
         return kernels
 
     def _filter(self, program: Program, name: str, shape, mult: int,
-                batch: tuple[int, int, int], buffers: tuple, constants: tuple, key,
-                kind: str) -> _Bound:
+                batch: tuple[int, int, int], buffers: tuple, constants: tuple, key) -> _Bound:
         """Filtering kernel ``name`` at dilation ``mult`` bound to its arguments (buffers,
-        geometry, constants), recorded as the pass ``kind``."""
+        geometry, constants)."""
         planes, plane_stride, _ = batch
         size, geometry = program.rows_geometry(name, *shape, mult, planes, plane_stride)
-        return self._bound(program, name, size, (*buffers, *geometry, *constants), key, kind)
+        return self._bound(program, name, size, (*buffers, *geometry, *constants), key)
 
     def _iteration(self, kernels: list[_Bound]) -> cl.Event:
         """Enqueue one iteration's kernels; return the last one's event."""

@@ -18,14 +18,14 @@ import pyopencl as cl
 
 from .opencl_devices import OpenCLUnavailable
 
-__all__ = ["FUSED", "KERNEL_FILES", "KERNEL_NAMES", "KernelShape", "Program", "build",
-           "device_kind", "plan_options", "read_source", "shared_context"]
+__all__ = ["KERNEL_FILES", "KERNEL_NAMES", "KernelShape", "Program", "build", "device_kind",
+           "plan_options", "read_source", "shared_context"]
 
 #: The kernel sources, concatenated in this order into one program.
-KERNEL_FILES = ("common.cl", "bspline.cl", "pde.cl", "bspline_pde.cl", "inpaint.cl",
-                "variance.cl", "divergence.cl")
-KERNEL_NAMES = ("bspline_level", "pde_step", "bspline_pde_step", "luminance_mask",
-                "inpaint_noise", "keep_saturated", "variance_map", "peak")
+KERNEL_FILES = ("common.cl", "bspline.cl", "pde.cl", "inpaint.cl", "variance.cl",
+                "divergence.cl")
+KERNEL_NAMES = ("bspline_level", "pde_step", "luminance_mask", "inpaint_noise", "keep_saturated",
+                "variance_map", "peak")
 #: Precise arithmetic (no fused multiply-add, correctly rounded division and square root)
 #: per device kind: on a CPU it gives NumPy's results at no cost; on a GPU it costs time.
 PRECISE = {"GPU": False, "CPU": True}
@@ -52,13 +52,6 @@ PDE_SHAPE = {"GPU": KernelShape(4, 4, (32, 4)), "CPU": KernelShape(8, 1, (64, 4)
 #: (one float per work item; 1-channel planes ran fastest so on an H200, 2026-12-04).
 SCALAR_SHAPE = {"bspline_level": KernelShape(1, 2, (64, 2)),
                 "pde_step": KernelShape(1, 2, (64, 2))}
-#: Whether the coarsest scale's B-spline and PDE run as one pass, per device kind: on a
-#: CPU the pass recomputes the level's taps at each of the 9 stencil points and ran slower
-#: (PoCL, 2-core machine, 2048x2048 RGBA denoise: medium, 2 iterations: 1.66 against
-#: 1.32 s); on a GPU, where it moves 4 image-sized arrays fewer per iteration, it is not
-#: yet timed (no GPU could be had when it was written): off until measured
-#: (``opencl_roofline.py --fused yes``).
-FUSED = {"GPU": False, "CPU": False}
 #: Cheaper reciprocals in the PDE (``native_rsqrt``, ``native_divide``) per device kind,
 #: unless arithmetic is precise; within darktable's tolerances, same at every shape.
 FAST_MATH = {"GPU": True, "CPU": False}

@@ -21,7 +21,7 @@ from .params import DiffuseParams
 __all__ = ["B_SPLINE_SIGMA", "DIVERGENCE_BOUND", "DIVERGENCE_CHECK_EVERY", "MAX_SCALES",
            "Checkpoints", "Pass", "Plan", "ScaleStep", "checked_iterations", "divergence_bound",
            "divergence_checks", "divergence_error", "input_bound", "iteration_passes", "make_plan",
-           "mask_source", "num_scales", "reach_per_iteration", "workspace_buffers"]
+           "mask_source", "num_scales", "reach_per_iteration"]
 
 F32 = np.float32
 #: Standard deviation of the 5-tap B-spline (1 4 6 4 1)/16 as a Gaussian.
@@ -203,24 +203,16 @@ class Plan:
         """One iteration's passes and buffers: :func:`iteration_passes`."""
         return iteration_passes(self.scales)
 
-    @property
-    def fused_passes(self) -> tuple[Pass, ...]:
-        """:attr:`passes` with the coarsest scale's B-spline and PDE passes in one:
-        :func:`iteration_passes` with ``fuse_coarsest``."""
-        return iteration_passes(self.scales, fuse_coarsest=True)
-
 
 @dataclasses.dataclass(frozen=True)
 class Pass:
     """One pass of an iteration over image-sized buffers, named as :func:`iteration_passes`
     names them."""
 
-    kind: Literal["bspline", "pde", "bspline_pde"]
+    kind: Literal["bspline", "pde"]
     scale: int
-    #: ``("level",)`` for B-spline and B-spline + PDE; ``("hf", "lf")`` for the PDE
-    reads: tuple[str, ...]
-    #: ``("lf", "hf")`` for B-spline; ``("out",)`` for the PDE and B-spline + PDE
-    writes: tuple[str, ...]
+    reads: tuple[str, ...]  #: ``("level",)`` for B-spline; ``("hf", "lf")`` for the PDE
+    writes: tuple[str, ...]  #: ``("lf", "hf")`` for B-spline; ``("out",)`` for the PDE
 
     @property
     def arrays_moved(self) -> int:
@@ -229,7 +221,7 @@ class Pass:
 
 
 @functools.cache
-def iteration_passes(scales: int, fuse_coarsest: bool = False) -> tuple[Pass, ...]:
+def iteration_passes(scales: int) -> tuple[Pass, ...]:
     """The buffer schedule of one iteration, shared by every solver.
 
     Buffers: ``"input"`` (the iteration's input), ``"output"`` (its result; a solver may
@@ -242,36 +234,18 @@ def iteration_passes(scales: int, fuse_coarsest: bool = False) -> tuple[Pass, ..
     reconstruction, coarsest first: ``pde`` s reads ``hf<s>`` and the current
     reconstruction (the coarsest low frequencies first) and writes the free low-frequency
     buffer, or the output at scale 0.
-
-    With ``fuse_coarsest`` (and 2 scales or more), the coarsest scale's two passes are one
-    ``bspline_pde`` pass: it reads the previous low frequencies and writes the first
-    reconstruction into ``lf<s % 2>``, computing the coarsest ``lf`` and ``hf`` where the
-    PDE reads them (``hf<s>`` is never used): the same values, two fewer arrays written
-    and two fewer read per iteration.
     """
-    fused = fuse_coarsest and scales >= 2
     passes = []
     level = "input"
-    for s in range(scales - 1 if fused else scales):
+    for s in range(scales):
         passes.append(Pass("bspline", s, (level,), (f"lf{s % 2}", f"hf{s}")))
         level = f"lf{s % 2}"
     current, spare = level, f"lf{scales % 2}"
-    if fused:
-        s = scales - 1
-        passes.append(Pass("bspline_pde", s, (level,), (f"lf{s % 2}",)))
-        current, spare = f"lf{s % 2}", level
-    for s in reversed(range(scales - 1 if fused else scales)):
+    for s in reversed(range(scales)):
         target = "output" if s == 0 else spare
         passes.append(Pass("pde", s, (f"hf{s}", current), (target,)))
         current, spare = target, current
     return tuple(passes)
-
-
-def workspace_buffers(passes: tuple[Pass, ...]) -> tuple[str, ...]:
-    """The buffers a schedule of :func:`iteration_passes` uses besides the iteration's
-    input and output, in the order it first uses them."""
-    names = (name for step in passes for name in (*step.reads, *step.writes))
-    return tuple(dict.fromkeys(n for n in names if n not in ("input", "output")))
 
 
 def mask_source(mask, plan: Plan) -> Literal["caller", "luminance"] | None:
