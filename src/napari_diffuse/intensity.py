@@ -41,9 +41,6 @@ _PERCENTILES = (0.1, 99.9)
 #: Samples at least this large take those percentiles from their tails alone
 #: (:func:`_tail_percentiles`); smaller ones from :func:`numpy.percentile`.
 _TAIL_MIN = 100_000
-#: Dtypes whose every value float32 holds exactly (the survey's sample stays float32).
-_FLOAT32_EXACT = tuple(np.dtype(t) for t in ("float16", "float32", "uint8", "int8", "uint16",
-                                              "int16"))
 #: ``value_range=None`` switches to ``"auto"`` for floats whose 99.9th percentile is above
 #: this, or whose 0.1th percentile is below ``-_NEGATIVE_FRACTION * max(1, p99.9)``...
 _FLOAT_HIGH = 16.0
@@ -329,8 +326,8 @@ def _survey(image, channel_axis: int | None, *, every_value: bool = True) -> _Su
         import dask
 
         sample, minimum, maximum = dask.compute(sample, image.min(), image.max())
-    # float32 holds these dtypes' values exactly: half the bytes to scan and partition
-    exact = np.float32 if np.dtype(sample.dtype) in _FLOAT32_EXACT else np.float64
+    # where float32 holds every value exactly: half the bytes to scan and partition
+    exact = np.float32 if np.can_cast(sample.dtype, np.float32) else np.float64
     sample = np.asarray(sample, exact).ravel()
     sample = sample[np.isfinite(sample)]
     if sample.size == 0:
