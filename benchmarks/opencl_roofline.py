@@ -70,16 +70,13 @@ QUOTED_H200 = {"denoise: medium": (0.650, 0.326), "lens deblur: medium": (0.442,
                "local contrast: fast": (0.174, 0.108)}
 #: B-spline shapes and PDE shapes (with or without fast math) compared by ``--variants``,
 #: paired in turn: each variant times one of each, so the fastest of each kind is chosen.
-#: (Extra build options are NVIDIA's register cap; other devices refuse them: skipped.)
-_CAP = "-cl-nv-maxrregcount="
-BSPLINE_VARIANTS = [(KernelShape(4, 1, (64, 2)), ()), (KernelShape(4, 2, (64, 2)), ()),
-                    (KernelShape(8, 2, (32, 2)), ()), (KernelShape(8, 1, (32, 2)), ()),
-                    (KernelShape(4, 2, (64, 2)), (_CAP + "64",)), (KernelShape(2, 2, (128, 2)), ()),
-                    (KernelShape(4, 2, (64, 4)), ())]
-PDE_VARIANTS = [(KernelShape(2, 4, (64, 2)), True, ()), (KernelShape(4, 4, (32, 4)), True, ()),
-                (KernelShape(4, 2, (64, 2)), True, ()), (KernelShape(4, 4, (64, 2)), True, ()),
-                (KernelShape(4, 2, (32, 4)), True, ()), (KernelShape(2, 4, (32, 4)), True, ()),
-                (KernelShape(4, 8, (32, 2)), True, ())]
+#: (A PDE shape's register cap applies on NVIDIA only, see opencl_program.pde_shape.)
+BSPLINE_VARIANTS = [KernelShape(4, 1, (64, 2)), KernelShape(4, 2, (64, 2)),
+                    KernelShape(8, 2, (32, 2)), KernelShape(4, 4, (64, 2)),
+                    KernelShape(2, 4, (64, 2)), KernelShape(4, 2, (32, 4))]
+PDE_VARIANTS = [(KernelShape(4, 4, (32, 4), 128), True), (KernelShape(4, 4, (32, 4)), True),
+                (KernelShape(4, 4, (64, 2), 128), True), (KernelShape(4, 2, (64, 2), 128), True),
+                (KernelShape(4, 4, (32, 4), 120), True), (KernelShape(2, 4, (32, 4), 72), True)]
 COPY_SOURCE = """
 kernel void copy4(global const float4 *src, global float4 *dst)
 {
@@ -234,15 +231,13 @@ def run_variants(device, presets, height, width, bandwidth, reference, results) 
     best = {}
     count = max(len(BSPLINE_VARIANTS), len(PDE_VARIANTS))
     for k in range(count):
-        bspline, bspline_options = BSPLINE_VARIANTS[k % len(BSPLINE_VARIANTS)]
-        pde, fast, pde_options = PDE_VARIANTS[k % len(PDE_VARIANTS)]
-        options = {"bspline_level": bspline_options, "pde_step": pde_options}
-        label = (f"bspline {tuple(bspline)} {' '.join(bspline_options)}, pde {tuple(pde)} "
-                 f"{' '.join(pde_options)}{' fast math' if fast else ''}")
+        bspline = BSPLINE_VARIANTS[k % len(BSPLINE_VARIANTS)]
+        pde, fast = PDE_VARIANTS[k % len(PDE_VARIANTS)]
+        label = f"bspline {tuple(bspline)}, pde {tuple(pde)}{' fast math' if fast else ''}"
         try:
             variant = Engine(device, vector_width=bspline.vector_width, rows=bspline.rows,
                              local_size=bspline.local_size, pde=pde, fast_math=fast,
-                             profiling=True, build_options=options)
+                             profiling=True)
             device_profile(variant, image, plan, bandwidth)  # warm-up
             profile = min((device_profile(variant, image, plan, bandwidth) for _ in range(2)),
                           key=lambda p: p["per_iteration_ms"])
@@ -258,7 +253,7 @@ def run_variants(device, presets, height, width, bandwidth, reference, results) 
                  for kind in ("bspline", "pde")}
         worst_pass = {kind: min(p["efficiency"] for p in profile["passes"] if p["kind"] == kind)
                       for kind in ("bspline", "pde")}
-        row = dict(bspline=list(bspline), pde=list(pde), fast_math=fast, build_options=options,
+        row = dict(bspline=list(bspline), pde=list(pde), fast_math=fast,
                    per_iteration_ms=profile["per_iteration_ms"], bspline_ms=times["bspline"],
                    pde_ms=times["pde"], efficiency=profile["efficiency"],
                    worst_bspline_pass=worst_pass["bspline"], worst_pde_pass=worst_pass["pde"],
@@ -269,15 +264,14 @@ def run_variants(device, presets, height, width, bandwidth, reference, results) 
               f"pass {100 * worst_pass['pde']:.0f} %; worst/tolerance {worst})", flush=True)
         if worst is None or worst <= 1.0:
             if "bspline" not in best or times["bspline"] < best["bspline"][0]:
-                best["bspline"] = (times["bspline"], bspline, bspline_options)
+                best["bspline"] = (times["bspline"], bspline)
             if "pde" not in best or times["pde"] < best["pde"][0]:
-                best["pde"] = (times["pde"], pde, fast, pde_options)
+                best["pde"] = (times["pde"], pde, fast)
     if len(best) < 2:
         return None
-    (_, bspline, bspline_options), (_, pde, fast, pde_options) = best["bspline"], best["pde"]
+    (_, bspline), (_, pde, fast) = best["bspline"], best["pde"]
     return Engine(device, vector_width=bspline.vector_width, rows=bspline.rows,
-                  local_size=bspline.local_size, pde=pde, fast_math=fast, profiling=True,
-                  build_options={"bspline_level": bspline_options, "pde_step": pde_options})
+                  local_size=bspline.local_size, pde=pde, fast_math=fast, profiling=True)
 
 
 def print_build_log(engine: Engine) -> None:

@@ -442,8 +442,8 @@ def test_each_kernel_has_its_own_shape(engine):
     image = _image((35, 27, 4), seed=13)
     mixed = opencl_solver.Engine(engine.device, vector_width=4, rows=3, local_size=(16, 2),
                                  pde=KernelShape(1, 2, (32, 4)), precise=False)
-    assert mixed.shapes["pde_step"] == (1, 2, (32, 4))
-    assert mixed.shapes["bspline_level"] == (4, 3, (16, 2))
+    assert mixed.shapes["pde_step"] == (1, 2, (32, 4), 0)
+    assert mixed.shapes["bspline_level"] == (4, 3, (16, 2), 0)
     plain = opencl_solver.Engine(engine.device, vector_width=1, rows=1, precise=False)
     assert plain.shapes["pde_step"] == plain.shapes["bspline_level"]
     np.testing.assert_array_equal(mixed.solve(image, plan), plain.solve(image, plan))
@@ -508,21 +508,50 @@ def test_the_specialised_pde_gives_the_general_result(engine, monkeypatch, preci
         same(wrong.solve(image, sharpen), general.solve(image, sharpen))
 
 
-def test_gpu_odd_channel_counts_take_the_scalar_shapes(engine):
-    from napari_diffuse.opencl_program import SCALAR_SHAPE
+def test_gpu_odd_channel_counts_take_the_narrow_shapes(engine):
+    from napari_diffuse.opencl_program import NARROW_SHAPE
 
     plan = make_plan(DiffuseParams(**RANDOM_SETTINGS[0]))
-    image = _image((33, 41, 1), seed=15)
     gpu_like = opencl_solver.Engine(engine.device, precise=False)
-    gpu_like._gpu = True  # as on a GPU: no unaligned vector loads
+    gpu_like._gpu = True  # as on a GPU: 4-float packs of 1 or 3 channels would load unaligned
     for name in ("bspline_level", "pde_step"):
-        assert gpu_like._program_for(1, name).shape == SCALAR_SHAPE[name]
+        assert gpu_like._program_for(1, name).shape == NARROW_SHAPE[name]
+        assert gpu_like._program_for(3, name).shape.vector_width == 2
         assert gpu_like._program_for(8, name).shape == gpu_like.shapes[name]
     explicit = opencl_solver.Engine(engine.device, vector_width=4, rows=3, precise=False)
     explicit._gpu = True
-    assert explicit._program_for(3, "pde_step").shape == (1, 3, explicit.local_size)
+    assert explicit._program_for(3, "pde_step").shape == (2, 3, explicit.local_size, 0)
     scalar = opencl_solver.Engine(engine.device, vector_width=1, rows=1, precise=False)
-    np.testing.assert_array_equal(gpu_like.solve(image, plan), scalar.solve(image, plan))
+    for channels in (1, 3):
+        image = _image((33, 41, channels), seed=15)
+        np.testing.assert_array_equal(gpu_like.solve(image, plan), scalar.solve(image, plan))
+
+
+def test_register_caps_follow_the_plan_and_the_device(engine):
+    from napari_diffuse.opencl_program import PDE_SHAPE, KernelShape, pde_shape
+
+    plans = {name: make_plan(DiffuseParams.from_preset(name))
+             for name in ("denoise: medium", "bloom", "local contrast: fast",
+                          "sharpen demosaicing: AA filter")}
+    capped = PDE_SHAPE["GPU"]
+    assert capped.registers > 0
+    for name in ("denoise: medium", "bloom", "local contrast: fast"):  # one gradient at most
+        assert pde_shape(capped, plans[name], specialized=True) == capped
+        assert pde_shape(capped, plans[name], specialized=False).registers == 0
+    # sharpen demosaicing steers along the gradients of lf and hf: no cap
+    assert pde_shape(capped, plans["sharpen demosaicing: AA filter"], True).registers == 0
+
+    image = _image((29, 37, 4), seed=17)
+    shape = KernelShape(4, 2, (16, 4), 64)
+    caps = opencl_solver.Engine(engine.device, pde=shape, precise=False)
+    plain = opencl_solver.Engine(engine.device, pde=shape._replace(registers=0), precise=False)
+    program = caps._program_for(4, "pde_step", plans["denoise: medium"])
+    assert program.shape == shape
+    # PoCL has no cl_nv_compiler_options: the cap is not passed to its compiler
+    assert "cl_nv_compiler_options" not in engine.device.extensions
+    assert not any("maxrregcount" in option for option in program.options)
+    for plan in plans.values():
+        np.testing.assert_array_equal(caps.solve(image, plan), plain.solve(image, plan))
 
 
 def test_stack_batch_shrinks_to_fit_the_device(engine, monkeypatch):

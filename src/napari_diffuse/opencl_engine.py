@@ -31,12 +31,13 @@ from .opencl_devices import OpenCLUnavailable
 from .opencl_program import (
     BSPLINE_SHAPE,
     FAST_MATH,
+    NARROW_SHAPE,
     PDE_SHAPE,
     PRECISE,
-    SCALAR_SHAPE,
     KernelShape,
     Program,
     device_kind,
+    pde_shape,
     plan_options,
     read_source,
     round_up,
@@ -139,7 +140,8 @@ class Engine:
         (packs of floats x blocks of rows). Given any of them, both the B-spline and the
         PDE use them (unless ``pde`` is given); default: each kernel's shape for the device
         kind (``BSPLINE_SHAPE``, ``PDE_SHAPE``). On a GPU, images whose channel count a
-        vector width does not divide use 1 (their packs would not be aligned). Every shape
+        vector width does not divide use 2 floats per work item (``NARROW_SHAPE``, or the
+        given shape with at most 2): their wider packs would load unaligned. Every shape
         gives the same result.
     pde : KernelShape, optional
         The PDE's own shape.
@@ -207,11 +209,11 @@ class Engine:
                 raise ValueError(f"vector_width={shape.vector_width!r}: 1, 2, 4 or 8")
         #: The shapes of the filtering kernels; the other kernels use the B-spline's program.
         self.shapes = {"bspline_level": bspline, "pde_step": pde}
-        # on a GPU, for channel counts the vector width does not divide: one float per item
-        self._scalar_shapes = {name: SCALAR_SHAPE[name] if not given and pde_given is None
-                               else shape._replace(vector_width=1)
+        # on a GPU, for channel counts the vector width does not divide: 2 floats per item
+        self._narrow_shapes = {name: NARROW_SHAPE[name] if not given and pde_given is None
+                               else shape._replace(vector_width=min(2, shape.vector_width))
                                for name, shape in self.shapes.items()}
-        self.vector_width, self.rows, self.local_size = bspline
+        self.vector_width, self.rows, self.local_size = bspline[:3]
         # a CPU loads unaligned vectors at full speed; a GPU splits them into scalar loads
         self._gpu = kind == "GPU"
         self.precise = precise if precise is not None else PRECISE[kind]
@@ -270,10 +272,12 @@ class Engine:
         built for ``plan``'s structure where :attr:`specialized`)."""
         shape = self.shapes[kernel]
         if self._gpu and channels % shape.vector_width:
-            shape = self._scalar_shapes[kernel]
+            shape = self._narrow_shapes[kernel]
         options = self._build_options[kernel]
-        if kernel == "pde_step" and plan is not None and self.specialized:
-            options += plan_options(plan)
+        if kernel == "pde_step" and plan is not None:
+            shape = pde_shape(shape, plan, self.specialized)
+            if self.specialized:
+                options += plan_options(plan)
         return self._program(shape, options)
 
     # -- profiling -------------------------------------------------------------------------

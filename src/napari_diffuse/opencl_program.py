@@ -17,9 +17,11 @@ import numpy as np
 import pyopencl as cl
 
 from .opencl_devices import OpenCLUnavailable
+from .plan import ISOTROPIC
 
-__all__ = ["KERNEL_FILES", "KERNEL_NAMES", "KernelShape", "Program", "build", "device_kind",
-           "plan_options", "read_source", "shared_context"]
+__all__ = ["KERNEL_FILES", "KERNEL_NAMES", "NARROW_SHAPE", "KernelShape", "Program",
+           "active_orders", "build", "device_kind", "pde_shape", "plan_options", "read_source",
+           "shared_context"]
 
 #: The kernel sources, concatenated in this order into one program.
 KERNEL_FILES = ("common.cl", "bspline.cl", "pde.cl", "inpaint.cl", "variance.cl",
@@ -38,6 +40,9 @@ class KernelShape(NamedTuple):
     vector_width: int  #: floats per work item (VEC in kernels/common.cl): 1, 2, 4 or 8
     rows: int  #: rows per work item (ROWS): rows sharing vertical taps read them once
     local_size: tuple[int, int]  #: work-group shape: packs of floats x blocks of rows
+    #: registers per work item on NVIDIA's OpenCL (``-cl-nv-maxrregcount``; 0: the
+    #: compiler's choice): fewer registers, more work items in flight; other devices ignore it
+    registers: int = 0
 
 
 #: The B-spline's shape per device kind (the other per-pixel kernels share its program):
@@ -45,13 +50,18 @@ class KernelShape(NamedTuple):
 #: the vertical taps of 2 rows are read once (2 and 4 ran alike on an H200, 2026-12-04).
 BSPLINE_SHAPE = {"GPU": KernelShape(4, 2, (64, 2)), "CPU": KernelShape(8, 1, (64, 4))}
 #: The PDE's shape per device kind: on a GPU, built for the plan's structure
-#: (:func:`plan_options`), 4 floats per work item (1 where the channel count is odd) and
-#: 4 rows sharing their stencil rows ran fastest on an H100 (2026-12-05).
-PDE_SHAPE = {"GPU": KernelShape(4, 4, (32, 4)), "CPU": KernelShape(8, 1, (64, 4))}
+#: (:func:`plan_options`), 4 floats per work item and 4 rows sharing their stencil rows ran
+#: fastest on an H100 (2026-12-05); capped at 128 registers (see :func:`pde_shape`), a pass
+#: of denoise: medium took 0.54 against 0.60 ms there (2026-12-06,
+#: benchmarks/results/h100_narrow_shapes.log).
+PDE_SHAPE = {"GPU": KernelShape(4, 4, (32, 4), 128), "CPU": KernelShape(8, 1, (64, 4))}
 #: On a GPU, the shapes for images whose channel count the vector width does not divide
-#: (one float per work item; 1-channel planes ran fastest so on an H200, 2026-12-04).
-SCALAR_SHAPE = {"bspline_level": KernelShape(1, 2, (64, 2)),
-                "pde_step": KernelShape(1, 2, (64, 2))}
+#: (1 or 3 channels: their 4-float packs would load unaligned, split into scalar loads):
+#: 2 floats per work item, 4 rows, the PDE capped at 72 registers. On an H100, 6000x4000
+#: denoise: medium, per iteration: 1 channel 1.46 ms against 1.95 ms with one float in 2
+#: rows, 3 channels 4.16 against 5.73 ms (2026-12-06, benchmarks/results/h100_narrow_shapes.log).
+NARROW_SHAPE = {"bspline_level": KernelShape(2, 4, (64, 2)),
+                "pde_step": KernelShape(2, 4, (32, 4), 72)}
 #: Cheaper reciprocals in the PDE (``native_rsqrt``, ``native_divide``) per device kind,
 #: unless arithmetic is precise; within darktable's tolerances, same at every shape.
 FAST_MATH = {"GPU": True, "CPU": False}
@@ -59,6 +69,22 @@ FAST_MATH = {"GPU": True, "CPU": False}
 _lock = threading.Lock()
 _contexts: dict[int, cl.Context] = {}
 _programs: dict[tuple, cl.Program] = {}
+
+
+def active_orders(plan) -> list[bool]:
+    """For each of the 4 orders, whether its speed is not 0 at some scale of ``plan``."""
+    return [any(step.speeds[k] != 0 for step in plan.steps) for k in range(4)]
+
+
+def pde_shape(shape: KernelShape, plan, specialized: bool) -> KernelShape:
+    """``shape`` for ``plan``'s PDE: its register cap is kept only for a program
+    specialised to a plan that steers along one gradient at most (lf's for orders 1 and
+    3, hf's for 2 and 4). Steering along both keeps two directions live, and the general
+    program every order's state: capped, they spill (on an H100, the general PDE of
+    denoise: medium 7 % slower, a 1-channel sharpen demosaicing 7 %)."""
+    steered = {k % 2 for k, active in enumerate(active_orders(plan))
+               if active and plan.modes[k] != ISOTROPIC}
+    return shape if specialized and len(steered) < 2 else shape._replace(registers=0)
 
 
 def plan_options(plan) -> tuple[str, ...]:
@@ -71,7 +97,7 @@ def plan_options(plan) -> tuple[str, ...]:
     def array(values) -> str:
         return "{" + ",".join(str(int(v)) for v in values) + "}"
 
-    active = [any(step.speeds[k] != 0 for step in plan.steps) for k in range(4)]
+    active = active_orders(plan)
     same = [False, False, *(plan.anisotropy[k - 2] == plan.anisotropy[k] for k in (2, 3))]
     options = (f"-DPDE_MODES={array(plan.modes)}", f"-DPDE_ACTIVE={array(active)}",
                f"-DPDE_SAME_ANISOTROPY={array(same)}")
@@ -128,7 +154,11 @@ class Program:
                 options.append(_CORRECT_ROUNDING)
         elif fast_math:
             options.append("-DFAST_MATH")
-        program = build(context, device, source, tuple(options))
+        if shape.registers and "cl_nv_compiler_options" in device.extensions:
+            options.append(f"-cl-nv-maxrregcount={shape.registers}")
+        #: The build options, as given to the compiler.
+        self.options = tuple(options)
+        program = build(context, device, source, self.options)
         self._program = program
         self._pool: dict[tuple[str, object], cl.Kernel] = {}
         self.shape = shape
