@@ -51,13 +51,14 @@ class KernelShape(NamedTuple):
 BSPLINE_SHAPE = {"GPU": KernelShape(4, 2, (64, 2)), "CPU": KernelShape(8, 1, (64, 4))}
 #: The PDE's shape per device kind: on a GPU, built for the plan's structure
 #: (:func:`plan_options`), 4 floats per work item and 4 rows sharing their stencil rows ran
-#: fastest on an H100 (2026-12-05); capped at 128 registers (see :func:`pde_shape`), a pass
-#: of denoise: medium took 0.54 against 0.60 ms there (2026-12-06,
-#: benchmarks/results/h100_narrow_shapes.log).
+#: fastest on an H100 (2026-12-05); capped at 128 registers for light plans, 168 for heavy
+#: ones (:func:`pde_shape`), a pass of denoise: medium took 0.54 against 0.60 ms there
+#: (2026-12-06, benchmarks/results/h100_narrow_shapes.log).
 PDE_SHAPE = {"GPU": KernelShape(4, 4, (32, 4), 128), "CPU": KernelShape(8, 1, (64, 4))}
 #: On a GPU, the shapes for images whose channel count the vector width does not divide
 #: (1 or 3 channels: their 4-float packs would load unaligned, split into scalar loads):
-#: 2 floats per work item, 4 rows, the PDE capped at 72 registers. On an H100, 6000x4000
+#: 2 floats per work item, 4 rows, the PDE capped at 72 registers (96 for heavy plans, see
+#: :func:`pde_shape`). On an H100, 6000x4000
 #: denoise: medium, per iteration: 1 channel 1.46 ms against 1.95 ms with one float in 2
 #: rows, 3 channels 4.16 against 5.73 ms (2026-12-06, benchmarks/results/h100_narrow_shapes.log).
 NARROW_SHAPE = {"bspline_level": KernelShape(2, 4, (64, 2)),
@@ -77,14 +78,26 @@ def active_orders(plan) -> list[bool]:
 
 
 def pde_shape(shape: KernelShape, plan, specialized: bool) -> KernelShape:
-    """``shape`` for ``plan``'s PDE: its register cap is kept only for a program
-    specialised to a plan that steers along one gradient at most (lf's for orders 1 and
-    3, hf's for 2 and 4). Steering along both keeps two directions live, and the general
-    program every order's state: capped, they spill (on an H100, the general PDE of
-    denoise: medium 7 % slower, a 1-channel sharpen demosaicing 7 %)."""
-    steered = {k % 2 for k, active in enumerate(active_orders(plan))
-               if active and plan.modes[k] != ISOTROPIC}
-    return shape if specialized and len(steered) < 2 else shape._replace(registers=0)
+    """``shape`` with the register cap that suits ``plan``'s PDE.
+
+    ``shape.registers`` is the cap of a light plan: 1 or 2 active orders, or isotropic
+    ones only. A heavy plan, one steering along a gradient with 3 or 4 active orders or
+    along both gradients (lf's and hf's), keeps more values live: it gets a third more
+    registers (rounded down to 8). The general program, which keeps every order's state,
+    runs uncapped. On an H100 (benchmarks/results/h100_narrow_shapes.log), 6000x4000,
+    device time per iteration against uncapped: denoise: medium RGBA 0.94x at 128,
+    sharpen demosaicing 0.83x at 168, lens deblur 1.00x at 168 (1.02x at 128); 2 floats
+    per item: denoise 1 channel 0.94x at 72, sharpen 0.95x and lens deblur 0.94x at 96.
+    """
+    if not shape.registers:
+        return shape
+    if not specialized:
+        return shape._replace(registers=0)
+    active = active_orders(plan)
+    steered = {k % 2 for k in range(4) if active[k] and plan.modes[k] != ISOTROPIC}
+    if len(steered) == 2 or (steered and sum(active) > 2):
+        return shape._replace(registers=shape.registers * 4 // 3 // 8 * 8)
+    return shape
 
 
 def plan_options(plan) -> tuple[str, ...]:
