@@ -206,6 +206,30 @@ def test_transfers_through_pinned_staging(engine, monkeypatch):
                                   engine.variance_map(image, plan))
 
 
+def test_staging_moves_chunks_and_reports_failures(engine):
+    import pyopencl as cl
+
+    staging = opencl_transfer.Staging(engine.context, engine.queue)
+    try:
+        assert len(staging._starts(1000)) == 1  # one chunk, on the calling thread
+        starts = staging._starts(70 << 20)
+        assert starts.step <= staging.CHUNK and len(starts) >= staging.workers
+        data = np.random.default_rng(5).random((70 << 20) // 4, dtype=np.float32)
+        buffer = cl.Buffer(engine.context, cl.mem_flags.READ_WRITE, data.nbytes)
+        staging.upload(buffer, data)
+        back = np.zeros_like(data)
+        staging.download(back, buffer)
+        np.testing.assert_array_equal(back, data)
+        # a buffer too small for the last chunks: the device's error, once every chunk ended
+        small = cl.Buffer(engine.context, cl.mem_flags.READ_WRITE, data.nbytes // 2)
+        with pytest.raises(cl.Error):
+            staging.upload(small, data)
+        with pytest.raises(cl.Error):
+            staging.download(back, small)
+    finally:
+        staging.close()
+
+
 def test_progress_reports_every_iteration(engine):
     plan = make_plan(DiffuseParams(iterations=5, radius=4, first=0.2))
     calls = []
@@ -549,9 +573,11 @@ def test_register_caps_follow_the_plan_and_the_device(engine):
     plain = opencl_solver.Engine(engine.device, pde=shape._replace(registers=0), precise=False)
     program = caps._program_for(4, "pde_step", plans["denoise: medium"])
     assert program.shape == shape
-    # PoCL has no cl_nv_compiler_options: the cap is not passed to its compiler
-    assert "cl_nv_compiler_options" not in engine.device.extensions
-    assert not any("maxrregcount" in option for option in program.options)
+    # the cap reaches NVIDIA's compiler only (PoCL has no cl_nv_compiler_options)
+    nvidia = "cl_nv_compiler_options" in engine.device.extensions
+    assert ("-cl-nv-maxrregcount=64" in program.options) == nvidia
+    assert not any("maxrregcount" in option for option in
+                   plain._program_for(4, "pde_step", plans["denoise: medium"]).options)
     for plan in plans.values():
         np.testing.assert_array_equal(caps.solve(image, plan), plain.solve(image, plan))
 

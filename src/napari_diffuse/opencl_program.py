@@ -58,9 +58,9 @@ PDE_SHAPE = {"GPU": KernelShape(4, 4, (32, 4), 128), "CPU": KernelShape(8, 1, (6
 #: On a GPU, the shapes for images whose channel count the vector width does not divide
 #: (1 or 3 channels: their 4-float packs would load unaligned, split into scalar loads):
 #: 2 floats per work item, 4 rows, the PDE capped at 72 registers (96 for heavy plans, see
-#: :func:`pde_shape`). On an H100, 6000x4000
-#: denoise: medium, per iteration: 1 channel 1.46 ms against 1.95 ms with one float in 2
-#: rows, 3 channels 4.16 against 5.73 ms (2026-12-06, benchmarks/results/h100_narrow_shapes.log).
+#: :func:`pde_shape`). On an H100, 6000x4000 denoise: medium, per iteration: 1 channel
+#: 1.46 ms against 1.95 ms with one float in 2 rows, 3 channels 4.16 against 5.73 ms
+#: (2026-12-06, benchmarks/results/h100_narrow_shapes.log).
 NARROW_SHAPE = {"bspline_level": KernelShape(2, 4, (64, 2)),
                 "pde_step": KernelShape(2, 4, (32, 4), 72)}
 #: Cheaper reciprocals in the PDE (``native_rsqrt``, ``native_divide``) per device kind,
