@@ -71,12 +71,17 @@ STACK_BATCH = {"GPU": 8, "CPU": 1}
 Progress = Callable[[int, int], None]
 
 
+def _workspace_names(plan: Plan) -> list[str]:
+    """The buffers of :attr:`Plan.passes` but the image: ``lf0``, ``lf1``, ``hf<s>``."""
+    return ["lf0", "lf1", *(f"hf{s}" for s in range(plan.scales))]
+
+
 def device_bytes_per_pixel(plan: Plan, channels: int, images: int = 1,
                            workspaces: int = 1) -> int:
     """Device bytes a run of ``plan`` holds per pixel: ``images`` image buffers (the
-    iteration runs in place) and, per workspace, the two low-frequency and the ``scales``
-    high-frequency buffers of :attr:`Plan.passes` and one mask byte."""
-    return 4 * channels * (images + workspaces * (2 + plan.scales)) + workspaces
+    iteration runs in place) and, per workspace, the wavelet buffers of
+    :attr:`Plan.passes` and one mask byte."""
+    return 4 * channels * (images + workspaces * len(_workspace_names(plan))) + workspaces
 
 
 @dataclasses.dataclass
@@ -318,13 +323,8 @@ class Engine:
                                                      max(nbytes, 1))
         return buffer
 
-    @staticmethod
-    def _workspace_names(plan: Plan) -> list[str]:
-        """The buffers of :attr:`Plan.passes` but the image: ``lf0``, ``lf1``, ``hf<s>``."""
-        return ["lf0", "lf1", *(f"hf{s}" for s in range(plan.scales))]
-
     def _workspace(self, plan: Plan, nbytes: int) -> dict[str, cl.Buffer]:
-        return {name: self._buffer(name, nbytes) for name in self._workspace_names(plan)}
+        return {name: self._buffer(name, nbytes) for name in _workspace_names(plan)}
 
     def _tiles(self, shape: tuple[int, int, int], overlap: int, plan: Plan | None,
                images: int = 1, workspaces: int = 1) -> list[Tile] | None:
@@ -701,7 +701,7 @@ class Engine:
             up, down = self._stack_transfers
             slots = [self._buffer(f"image{k}", stride * batch) for k in range(3)]
             work = {name: self._buffer(name, stride * batch)
-                    for name in self._workspace_names(plan)}
+                    for name in _workspace_names(plan)}
             mask_all = self._buffer("mask", mask_stride * batch)
             program = self._program_for(shape[2])
             views = [[slot.get_sub_region(i * stride, nbytes) for i in range(batch)]
