@@ -1,6 +1,7 @@
 """Where ``diffuse()`` spends host time around the OpenCL solver, step by step.
 
-On a random ``HxWx4`` float32 image (default 6000x4000): each host step of
+On a random ``HxWx4`` image (default 6000x4000, float32; ``--dtype uint16`` for a
+camera's integers, which map to and from working units on the host): each host step of
 ``napari_diffuse.diffuse(image, preset=..., channel_axis=-1, backend="opencl")`` timed on
 its own (median of ``--repeat``): allocating and touching an output, the value-range
 survey, the working-range and NaN/Inf checks, the solver host to host, and
@@ -8,7 +9,7 @@ survey, the working-range and NaN/Inf checks, the solver host to host, and
 
 Example::
 
-    python benchmarks/host_overhead.py --size 6000x4000
+    python benchmarks/host_overhead.py --size 6000x4000 --dtype uint16
 """
 
 from __future__ import annotations
@@ -40,10 +41,18 @@ def main(argv=None) -> dict:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--iterations", type=int, default=None,
                         help="override the preset's iterations (a CPU device: fewer)")
+    parser.add_argument("--dtype", default="float32",
+                        help="the image's dtype: integers span their whole range")
     args = parser.parse_args(argv)
     width, height = (int(v) for v in args.size.lower().split("x"))
     image = np.random.default_rng(0).random((height, width, 4), dtype=np.float32)
+    dtype = np.dtype(args.dtype)
+    if dtype.kind in "ui":
+        image = np.rint(image * np.iinfo(dtype).max).astype(dtype)
+    else:
+        image = image.astype(dtype)
     layout = intensity.check_image(image, -1, "dtype")
+    work = intensity.to_planes(image, layout)
     overrides = {} if args.iterations is None else {"iterations": args.iterations}
     plan = make_plan(DiffuseParams.from_preset(args.preset).replace(**overrides))
     from napari_diffuse import opencl_solver
@@ -53,13 +62,13 @@ def main(argv=None) -> dict:
         "np.empty_like + np.copyto": lambda: np.copyto(np.empty_like(image), image),
         "min + max (NumPy, one thread)": lambda: (image.min(), image.max()),
         "intensity.extremes (threaded, one pass)": lambda: intensity.extremes(image),
-        "np.sum (the former NaN/Inf check)": lambda: np.sum(image),
+        "np.sum (the former NaN/Inf check)": lambda: np.sum(work),
         "check_image (value-range survey)": lambda: intensity.check_image(image, -1, None),
         "to_planes (working-range check)": lambda: intensity.to_planes(image, layout),
         "check_values (NaN/Inf and working range)":
-            lambda: intensity.check_values(image[None], layout),
-        "from_planes": lambda: intensity.from_planes(image[None], layout),
-        "solver, host to host": lambda: opencl_solver.solve(image, plan),
+            lambda: intensity.check_values(work, layout),
+        "from_planes": lambda: intensity.from_planes(work, layout),
+        "solver, host to host": lambda: opencl_solver.solve(work[0], plan),
         "diffuse()": lambda: diffuse(image, preset=args.preset, channel_axis=-1,
                                      backend="opencl", **overrides),
     }

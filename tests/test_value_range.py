@@ -179,6 +179,60 @@ def test_large_arrays_are_subsampled_alike_in_numpy_and_dask():
     assert hi == pytest.approx(float(np.percentile(image, 99.9)), rel=0.01)
 
 
+@pytest.mark.parametrize(("shape", "dtype", "slices"), [
+    ((301, 207, 4), np.float32, np.s_[::3, ::2, :]),
+    ((5, 97, 83), np.uint16, np.s_[:, ::4, ::5]),
+    ((2, 3, 64, 40), np.float64, np.s_[::1, :, ::7, ::3]),
+    ((41, 1000), np.int8, np.s_[::2, ::9]),
+])
+def test_the_sample_is_gathered_on_threads_as_numpy_copies_it(shape, dtype, slices,
+                                                              monkeypatch):
+    """The survey's strided sample, copied in blocks on the scan pool's threads, equals
+    numpy's copy of it value for value, whichever axis is longest."""
+    from napari_diffuse import intensity
+
+    rng = np.random.default_rng(9)
+    image = (rng.random(shape) * 200).astype(dtype)
+    view = image[slices]
+    exact = np.float32 if np.can_cast(dtype, np.float32) else np.float64
+    monkeypatch.setattr(intensity, "_MAP_BLOCK_ELEMENTS", 50)  # many blocks
+    gathered = intensity._elementwise(lambda b: np.asarray(b, exact), view, exact)
+    assert gathered.dtype == exact and gathered.flags.c_contiguous
+    np.testing.assert_array_equal(gathered, np.asarray(view, exact))
+
+
+@pytest.mark.parametrize(("dtype", "value_range"), [
+    (np.uint16, "dtype"), (np.uint16, (100, 4000)), (np.uint8, (0, 255)), (np.int16, "dtype"),
+    (np.int16, (-2000, 3000)), (np.float16, "dtype"), (np.float16, (-1, 60000)),
+    (np.float32, (2, 5)), (np.float64, "dtype"), (np.int32, (0, 1e6)),
+])
+def test_the_mapping_in_blocks_on_threads_equals_one_call(dtype, value_range, monkeypatch):
+    """to_working and from_working map large arrays block by block on several threads:
+    the same values, bit for bit, as one call over the whole array (rounding, clipping
+    to the dtype, values beyond the range, a channel-first view)."""
+    from napari_diffuse import intensity
+
+    rng = np.random.default_rng(4)
+    info = np.iinfo(dtype) if np.dtype(dtype).kind in "ui" else np.finfo(dtype)
+    lo, hi = max(float(info.min), -7e4), min(float(info.max), 7e4)
+    image = rng.uniform(lo, hi, (3, 37, 29)).astype(dtype)
+    layout = check_image(image, 0, value_range)
+    working = rng.normal(0.5, 2.0, (1, 37, 29, 3)).astype(np.float32)  # beyond 0..1 too
+
+    def both():
+        return (intensity.to_planes(image, layout, check=False),
+                intensity.from_working(working, layout))
+
+    monkeypatch.setattr(intensity, "_MAP_BLOCK_ELEMENTS", 1 << 40)
+    whole = both()
+    monkeypatch.setattr(intensity, "_MAP_BLOCK_ELEMENTS", 100)  # many blocks
+    blocks = both()
+    for one, many in zip(whole, blocks, strict=True):
+        assert one.dtype == many.dtype and one.shape == many.shape
+        np.testing.assert_array_equal(many, one)
+    assert blocks[1].dtype == np.dtype(dtype) and blocks[0].dtype == np.float32
+
+
 @pytest.mark.parametrize("kind", ["uniform", "normal", "ties", "half zeros", "every 16th low",
                                   "small"])
 def test_the_percentiles_from_the_tails_equal_numpy_percentile(kind, monkeypatch):
