@@ -13,9 +13,12 @@ image-sized buffers, read + write, median of 10), then for each preset on a rand
 - with ``--api``, the same image through ``napari_diffuse.diffuse`` (host array in, host
   array out, whole planes).
 
-``--variants`` first times 4 iterations of the first preset for several vector widths,
-rows per work item and work-group shapes (checking each against ``--reference``), and
-runs the presets with the fastest. ``--stack NxHxW`` streams a single-channel stack of
+``--variants`` first times 4 iterations of the first preset (on the first of
+``--channels``) for several vector widths, rows per work item, work-group shapes and
+register caps (checking each against ``--reference``), and runs the presets with the
+fastest; ``--bspline-shapes`` and ``--pde-shapes`` name the shapes to compare instead of
+the built-in lists (a PDE cap is raised by a third for heavy plans, see
+``opencl_program.pde_shape``). ``--stack NxHxW`` streams a single-channel stack of
 *denoise: medium* through the device and compares its throughput per pixel with one
 plane's device-kernel throughput. ``--reference DIR`` checks parity with darktable's
 reference vectors in DIR (``index.json`` + ``*.npz``).
@@ -220,19 +223,36 @@ def stack_run(device, engine: Engine, spec: str, repeat: int) -> dict:
     return result
 
 
-def run_variants(device, presets, height, width, bandwidth, reference, results) -> Engine | None:
-    """Time 4 iterations of the first preset per variant; return an engine with the
-    fastest B-spline shape and the fastest PDE shape (and its arithmetic) within the
-    reference tolerances."""
-    image = np.random.default_rng(0).random((height, width, 4), dtype=np.float32)
+def parse_shapes(spec: str) -> list[KernelShape]:
+    """Kernel shapes from ``"V,R,LXxLY[,REGISTERS];..."`` (vector width, rows per item,
+    work-group, NVIDIA register cap), e.g. ``"4,2,64x2;4,4,32x4,128"``."""
+    shapes = []
+    for item in filter(None, (part.strip() for part in spec.split(";"))):
+        fields = [f.strip() for f in item.split(",")]
+        if len(fields) not in (3, 4):
+            raise SystemExit(f"shape {item!r}: expected V,R,LXxLY[,REGISTERS]")
+        local = tuple(int(v) for v in fields[2].lower().split("x"))
+        shapes.append(KernelShape(int(fields[0]), int(fields[1]), local,
+                                  int(fields[3]) if len(fields) == 4 else 0))
+    return shapes
+
+
+def run_variants(device, presets, height, width, bandwidth, reference, results,
+                 bspline_variants=BSPLINE_VARIANTS, pde_variants=PDE_VARIANTS,
+                 channels: int = 4) -> Engine | None:
+    """Time 4 iterations of the first preset per variant (B-spline and PDE shapes paired
+    in turn); return an engine with the fastest B-spline shape and the fastest PDE shape
+    (and its arithmetic) within the reference tolerances."""
+    image = np.random.default_rng(0).random((height, width, channels), dtype=np.float32)
     plan = make_plan(DiffuseParams.from_preset(presets[0]).replace(iterations=4))
     results["variants"] = []
-    print(f"variants ({presets[0]}, 4 iterations, device ms per iteration):")
+    print(f"variants ({presets[0]}, {channels} channel(s), 4 iterations, device ms per "
+          "iteration):")
     best = {}
-    count = max(len(BSPLINE_VARIANTS), len(PDE_VARIANTS))
+    count = max(len(bspline_variants), len(pde_variants))
     for k in range(count):
-        bspline = BSPLINE_VARIANTS[k % len(BSPLINE_VARIANTS)]
-        pde, fast = PDE_VARIANTS[k % len(PDE_VARIANTS)]
+        bspline = bspline_variants[k % len(bspline_variants)]
+        pde, fast = pde_variants[k % len(pde_variants)]
         label = f"bspline {tuple(bspline)}, pde {tuple(pde)}{' fast math' if fast else ''}"
         try:
             variant = Engine(device, vector_width=bspline.vector_width, rows=bspline.rows,
@@ -303,6 +323,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--device", default=None, help="index or part of the name")
     parser.add_argument("--variants", action="store_true",
                         help="first compare vector widths, rows per item, work-group shapes")
+    parser.add_argument("--bspline-shapes", default=None, metavar="V,R,LXxLY;...",
+                        help="with --variants: the B-spline shapes to compare (vector width, "
+                             "rows per item, work-group), e.g. '4,2,64x2;4,4,32x4'")
+    parser.add_argument("--pde-shapes", default=None, metavar="V,R,LXxLY[,REG];...",
+                        help="with --variants: the PDE shapes to compare, fast math, with an "
+                             "optional NVIDIA register cap, e.g. '4,4,32x4,128;4,4,32x4,160'")
     parser.add_argument("--reference", type=Path, default=None,
                         help="folder of darktable reference vectors to check first")
     parser.add_argument("--api", action="store_true",
@@ -335,8 +361,13 @@ def main(argv=None) -> dict:
     print(f"float4 copy kernel: {bandwidth / 1e12:.3f} TB/s (read + write), the roofline "
           "below", flush=True)
     if args.variants:
+        bsplines = (parse_shapes(args.bspline_shapes) if args.bspline_shapes
+                    else BSPLINE_VARIANTS)
+        pdes = ([(shape, True) for shape in parse_shapes(args.pde_shapes)]
+                if args.pde_shapes else PDE_VARIANTS)
         fastest = run_variants(device, presets, height, width, bandwidth, args.reference,
-                               results)
+                               results, bsplines, pdes,
+                               int(args.channels.split(",")[0]))
         engine = fastest or engine
     results.update(shapes={k: list(v) for k, v in engine.shapes.items()},
                    precise=engine.precise, fast_math=engine.fast_math,
