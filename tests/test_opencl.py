@@ -25,6 +25,7 @@ from napari_diffuse import (  # noqa: E402  # noqa: E402
     DiffuseParams,
     backends,
     diffuse,
+    intensity,
     numpy_solver,
     opencl_devices,
     opencl_solver,
@@ -182,6 +183,102 @@ def test_api_runs_on_opencl(engine):
                        backend="numpy")
     assert out.dtype == np.uint16
     assert np.abs(out.astype(int) - expected).max() <= 1
+
+
+@pytest.mark.parametrize(("dtype", "value_range", "channels"), [
+    (np.uint16, "dtype", 3), (np.uint8, (10, 200), 1), (np.int16, (-3000, 9000), 4),
+    (np.int8, "dtype", 2)])
+def test_integers_are_mapped_on_the_device_bit_for_bit(engine, dtype, value_range, channels):
+    """8- and 16-bit integers cross the bus in their own dtype and are mapped to and from
+    working units on the device (kernels/units.cl): the same result, bit for bit, as
+    mapping on the host, values below the range included; a caller's mask with
+    keep_saturated uploads the input again, mapped too."""
+    info = np.iinfo(dtype)
+    image = np.random.default_rng(3).integers(info.min, info.max, (37, 45, channels),
+                                              endpoint=True).astype(dtype)
+    layout = intensity.check_image(image, -1, value_range)
+    if not engine.maps_units(layout):
+        pytest.skip("the device has no double precision (cl_khr_fp64)")
+    profiled = opencl_solver.Engine(engine.device, profiling=True)
+    mask = image[..., 0] > np.percentile(image[..., 0], 80)
+    for params, plane_mask in ((DiffuseParams.from_preset("denoise: fine").replace(
+            iterations=2), None), (DiffuseParams.from_preset("inpaint highlights").replace(
+            iterations=2, keep_saturated=True), mask)):
+        plan = make_plan(params)
+        with profiled.profile() as profile:
+            on_device = profiled.solve(image, plan, plane_mask, layout=layout)
+        kinds = [kind for (kind, _), _event in profile.events]
+        assert kinds.count("to_working") == 1 + (plane_mask is not None)
+        assert kinds.count("from_working") == 1
+        on_host = intensity.from_working(
+            profiled.solve(intensity.to_working(image, layout), plan, plane_mask), layout)
+        assert on_device.dtype == np.dtype(dtype) and on_device.shape == image.shape
+        np.testing.assert_array_equal(on_device, on_host)
+        if plane_mask is None and value_range != "dtype":  # the solver floors at 0
+            assert on_device.min() >= value_range[0] > image.min()
+
+
+@pytest.mark.parametrize(("dtype", "value_range"), [
+    (np.uint16, "dtype"), (np.uint16, (100, 4000)), (np.int16, (-3000, 9000)),
+    (np.int16, "dtype"), (np.uint8, (3, 250))])
+def test_every_16_bit_value_maps_as_on_the_host(engine, dtype, value_range):
+    """The device's mapping of every value of the dtype, and back from working values
+    (halves between two integers included), equals the host's bit for bit: the division
+    rounds correctly whatever the device's float division (NVIDIA's was 1 ulp off)."""
+    import pyopencl as cl
+
+    info = np.iinfo(dtype)
+    values = np.arange(info.min, info.max + 1).astype(dtype)
+    layout = intensity.check_image(values.reshape(1, -1), None, value_range)
+    if not engine.maps_units(layout):
+        pytest.skip("the device has no double precision (cl_khr_fp64)")
+    working = cl.Buffer(engine.context, cl.mem_flags.READ_WRITE, values.size * 4)
+    engine._upload_working(working, values, layout)
+    mapped = np.empty(values.size, np.float32)
+    cl.enqueue_copy(engine.queue, mapped, working)
+    np.testing.assert_array_equal(mapped, intensity.to_working(values, layout))
+    # back: the working values of every value and of every half between two
+    halves = ((np.arange(info.min, info.max + 1) + 0.5 - layout.offset)
+              / layout.scale).astype(np.float32)
+    for back in (mapped, halves, np.float32([-1e9, -0.5, 0, 1, 2, 1e9])):
+        cl.enqueue_copy(engine.queue, working, back)
+        result = np.empty(back.size, values.dtype)
+        engine._download_caller(result, working, layout)
+        np.testing.assert_array_equal(result, intensity.from_working(back, layout))
+
+
+def test_integers_in_tiles_are_mapped_on_the_host(engine):
+    """An integer image the device runs in tiles is mapped on the host (the tiles'
+    overlaps), with the same result."""
+    plan = make_plan(DiffuseParams(iterations=2, radius=2, first=0.3, third=-0.2))
+    image = (_image((150, 90, 3), seed=8) * 65535).astype(np.uint16)
+    layout = intensity.check_image(image, -1, "dtype")
+    tiled = opencl_solver.Engine(engine.device, max_allocation=110 * 90 * 3 * 4,
+                                 profiling=True)
+    with tiled.profile() as profile:
+        out = tiled.solve(image, plan, layout=layout)
+    assert "to_working" not in {kind for (kind, _), _event in profile.events}
+    np.testing.assert_array_equal(out, engine.solve(image, plan, layout=layout))
+
+
+def test_api_maps_one_integer_plane_on_the_device(engine, monkeypatch):
+    """diffuse() hands a single plane of 16-bit integers to the device as it is: the
+    host's mapping is never called, and the result is the host-mapped one."""
+    image = (_image((40, 52, 3), seed=5) * 65535).astype(np.uint16)
+    options = dict(preset="denoise: fine", iterations=2, channel_axis=-1, backend="opencl")
+    layout = intensity.check_image(image, -1, None)
+    expected = intensity.from_working(
+        engine.solve(intensity.to_working(image, layout), make_plan(
+            DiffuseParams.from_preset("denoise: fine").replace(iterations=2))), layout)
+    if not engine.maps_units(layout):
+        pytest.skip("the device has no double precision (cl_khr_fp64)")
+
+    def refused(*args, **kwargs):
+        raise AssertionError("mapped on the host")
+
+    monkeypatch.setattr(intensity, "to_working", refused)
+    monkeypatch.setattr(intensity, "from_working", refused)
+    np.testing.assert_array_equal(diffuse(image, **options), expected)
 
 
 # -- the engine's lifetime --------------------------------------------------------------

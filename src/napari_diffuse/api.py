@@ -9,6 +9,7 @@ back to the caller's shape and dtype. Dask arrays, and NumPy planes too large fo
 from __future__ import annotations
 
 import contextlib
+import math
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -69,14 +70,21 @@ def _planes(image, layout: intensity.Layout, solver_checks: bool = False) -> np.
 
 
 @contextlib.contextmanager
-def _solved(planes: np.ndarray, layout: intensity.Layout):
+def _solved(image, layout: intensity.Layout):
     """Turn a solver's :class:`~napari_diffuse.errors.InvalidInputError` into the host's
     message: how many NaN/Inf or out-of-range values, and the first one's index."""
     try:
         yield
     except InvalidInputError:
-        intensity.check_values(planes, layout)
+        intensity.check_values(intensity.to_planes(image, layout, check=False), layout)
         raise
+
+
+def _maps_units(solver, layout: intensity.Layout) -> bool:
+    """Whether ``solver`` takes this single plane in the caller's units and maps it on
+    its device (the OpenCL solver, 8- and 16-bit integers): no float32 copy on the host."""
+    return (math.prod(layout.leading_shape) == 1 and hasattr(solver, "maps_units")
+            and solver.maps_units(layout))
 
 
 def _masks(planes, layout, mask) -> list[np.ndarray | None]:
@@ -262,10 +270,13 @@ def diffuse(image, params: DiffuseParams | None = None, *, preset: str | None = 
                                         progress=progress, **chunking)
         planes = None
     else:
-        planes = _planes(image, layout, solver.CHECKS_ON_DEVICE)
+        in_caller_units = _maps_units(solver, layout)
+        planes = intensity.caller_planes(image, layout) if in_caller_units \
+            else _planes(image, layout, solver.CHECKS_ON_DEVICE)
+        units = {"layout": layout} if in_caller_units else {}
         masks = _masks(planes, layout, mask)
         total = planes.shape[0] * plan.iterations
-        with _solved(planes, layout):
+        with _solved(image, layout):
             if planes.shape[0] > 1 and hasattr(solver, "solve_planes"):
                 # a stack streams through the device, its transfers hidden behind the kernels
                 out = solver.solve_planes(planes, plan, masks, progress=progress)
@@ -274,9 +285,13 @@ def diffuse(image, params: DiffuseParams | None = None, *, preset: str | None = 
                 for p, (plane, plane_mask) in enumerate(zip(planes, masks, strict=True)):
                     report = None if progress is None else (
                         lambda done, _total, p=p: progress(p * plan.iterations + done, total))
-                    results.append(solver.solve(plane, plan, plane_mask, progress=report))
+                    results.append(solver.solve(plane, plan, plane_mask, progress=report,
+                                                **units))
                 out = results[0][None] if len(results) == 1 else np.stack(results)
-        result = intensity.from_planes(out, layout)
+        if in_caller_units:
+            result, planes = intensity.caller_shape(out, layout), None
+        else:
+            result = intensity.from_planes(out, layout)
     if mask is not None:
         before = intensity.to_planes(image, layout) if planes is None else planes
         _warn_unfilled(before, result, layout, mask)

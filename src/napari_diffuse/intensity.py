@@ -30,7 +30,7 @@ import numpy as np
 
 __all__ = ["Layout", "IntensityWarning", "SAMPLE_SIZE", "auto_range", "check_image",
            "check_value_range", "check_values", "to_planes", "from_planes", "to_working",
-           "from_working", "above_threshold",
+           "from_working", "above_threshold", "caller_planes", "caller_shape", "maps_in_float32",
            "check_mask", "check_mask_shape", "MAX_WORKING", "peak_magnitude", "to_plane"]
 
 #: At most this many values (a strided subsample) estimate the percentiles of
@@ -477,14 +477,29 @@ def to_planes(image, layout: Layout, *, check: bool = True) -> np.ndarray:
     A view of ``image`` when no conversion is needed (see :func:`to_working`, and its
     ``check``): read only.
     """
+    return to_working(caller_planes(image, layout), layout, check=check)
+
+
+def caller_planes(image, layout: Layout) -> np.ndarray:
+    """Return ``image`` as ``(planes, H, W, C)`` in the caller's units and dtype (a view
+    where the layout allows): :func:`to_planes` before the mapping."""
     data = np.asarray(image)
     if layout.channel_axis is not None:
         data = np.moveaxis(data, layout.channel_axis, -1)
     else:
         data = data[..., None]
     height, width = layout.spatial_shape
-    return to_working(data.reshape(-1, height, width, layout.channels), layout,
-                      check=check)
+    return data.reshape(-1, height, width, layout.channels)
+
+
+def maps_in_float32(layout: Layout) -> bool:
+    """Whether :func:`to_working` maps this integer layout in float32 arithmetic
+    (``(float32(value) - offset) / scale``, each step rounded to float32): integers of 8
+    and 16 bits with an offset and scale float32 holds. A solver may then map them on its
+    device and give the same working values bit for bit; :func:`from_working` computes in
+    float64 for every dtype."""
+    return (layout.dtype.kind in "ui" and layout.dtype.itemsize <= 2
+            and _fits_float32(layout.offset, layout.scale))
 
 
 def to_plane(image, layout: Layout, index: int) -> np.ndarray:
@@ -711,8 +726,13 @@ def above_threshold(work: np.ndarray, threshold: float) -> np.ndarray:
 
 def from_planes(planes: np.ndarray, layout: Layout) -> np.ndarray:
     """Return the caller's shape and dtype from a working ``(planes, H, W, C)`` array."""
-    data = from_working(planes, layout).reshape(*layout.leading_shape, *layout.spatial_shape,
-                                                layout.channels)
+    return caller_shape(from_working(planes, layout), layout)
+
+
+def caller_shape(planes: np.ndarray, layout: Layout) -> np.ndarray:
+    """Return ``(planes, H, W, C)`` values already in the caller's units in the caller's
+    shape (contiguous): :func:`from_planes` after the mapping."""
+    data = planes.reshape(*layout.leading_shape, *layout.spatial_shape, layout.channels)
     if layout.channel_axis is None:
         return np.ascontiguousarray(data[..., 0])
     return np.ascontiguousarray(np.moveaxis(data, -1, layout.channel_axis))

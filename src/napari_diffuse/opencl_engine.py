@@ -7,7 +7,9 @@ in overlapping tiles (:mod:`.opencl_tiles`) that give the whole-image result; wh
 that cannot fit, the NumPy solver runs it, with a warning. A stack of planes streams
 through the device in batches (:meth:`Engine.solve_planes`): the next batch uploads and the
 previous one downloads, on their own queues and host threads, while the current one
-computes, each kernel launch running every plane of the batch.
+computes, each kernel launch running every plane of the batch. A single plane of 8- or 16-bit
+integers may come in the caller's dtype (``solve(..., layout=...)``): it is mapped to and from
+working units on the device (kernels/units.cl), bit for bit as on the host.
 """
 
 from __future__ import annotations
@@ -25,8 +27,8 @@ import numpy as np
 import pyopencl as cl
 import pyopencl.cltypes as cltypes
 
-from . import numpy_solver
-from .intensity import peak_magnitude
+from . import intensity, numpy_solver
+from .intensity import Layout, peak_magnitude
 from .opencl_devices import OpenCLUnavailable
 from .opencl_program import (
     BSPLINE_SHAPE,
@@ -34,8 +36,11 @@ from .opencl_program import (
     NARROW_SHAPE,
     PDE_SHAPE,
     PRECISE,
+    UNIT_TYPES,
+    UNITS_FILE,
     KernelShape,
     Program,
+    build,
     device_kind,
     pde_shape,
     plan_options,
@@ -248,6 +253,7 @@ class Engine:
         self._profile: Profile | None = None
         self._toucher: concurrent.futures.ThreadPoolExecutor | None = None
         self._alive: list = []  # host arrays a non-blocking copy still reads
+        self._unit_kernels: dict[str, dict[str, cl.Kernel]] = {}  # per OpenCL integer type
         #: Planes of a stack that each B-spline and PDE launch runs (:meth:`solve_planes`).
         self.stack_batch = STACK_BATCH[kind] if stack_batch is None else int(stack_batch)
 
@@ -284,6 +290,69 @@ class Engine:
             if self.specialized:
                 options += plan_options(plan)
         return self._program(shape, options)
+
+    # -- caller units ----------------------------------------------------------------------
+
+    def maps_units(self, layout: Layout) -> bool:
+        """Whether this device maps ``layout``'s values to and from working units itself
+        (kernels/units.cl), bit for bit as the host would: 8- and 16-bit integers that
+        :func:`~napari_diffuse.intensity.maps_in_float32`, on a device with double
+        precision."""
+        return (layout.dtype in UNIT_TYPES and intensity.maps_in_float32(layout)
+                and "cl_khr_fp64" in self.device.extensions)
+
+    def _units_kernel(self, dtype: np.dtype, name: str) -> cl.Kernel:
+        """Kernel ``name`` of the caller-units program for ``dtype``, built on first use."""
+        type_name = UNIT_TYPES[np.dtype(dtype)]
+        if type_name not in self._unit_kernels:
+            try:
+                source = (self._folder / UNITS_FILE).read_text()
+                program = build(self.context, self.device, source, (f"-DCALLER_T={type_name}",))
+            except (OSError, cl.Error) as error:
+                raise OpenCLUnavailable(f"the OpenCL kernels in {self._folder / UNITS_FILE} "
+                                        f"failed to build: {error}") from error
+            self._unit_kernels[type_name] = {k: cl.Kernel(program, k)
+                                             for k in ("to_working", "from_working")}
+        return self._unit_kernels[type_name][name]
+
+    def _map_units(self, name: str, dtype: np.dtype, args: tuple, n: int) -> cl.Event:
+        """Enqueue caller-units kernel ``name`` for ``dtype`` over ``n`` values (one work
+        item each); return its event."""
+        kernel = self._units_kernel(dtype, name)
+        kernel.set_args(*args, np.int32(n))
+        local = min(256, self.device.max_work_group_size)
+        event = cl.enqueue_nd_range_kernel(self.queue, kernel, (round_up(n, local),), (local,))
+        self._record(name, event)
+        return event
+
+    def _upload_working(self, buffer, src: np.ndarray, layout: Layout | None,
+                        transfers: Transfers | None = None) -> cl.Event:
+        """Start putting ``src`` into the float32 ``buffer`` in working units: uploaded as
+        it is, or, with ``layout``, in the caller's integers then mapped on the device.
+        Returns the event that completes it."""
+        transfers = transfers or self._transfers
+        if layout is None:
+            return transfers.upload(buffer, src, record=self._recorder)
+        caller_buf = self._buffer("caller", src.nbytes)
+        event = transfers.upload(caller_buf, src, record=self._recorder)
+        cl.enqueue_barrier(self.queue, wait_for=[event])
+        return self._map_units("to_working", layout.dtype,
+                               (caller_buf, buffer, F32(layout.offset),
+                                np.float64(F32(layout.scale))),
+                               src.size)
+
+    def _download_caller(self, result: np.ndarray, buffer, layout: Layout | None) -> None:
+        """The float32 ``buffer`` into ``result``: as it is, or, with ``layout``, mapped to
+        the caller's integers on the device, then downloaded."""
+        if layout is not None:
+            info = np.iinfo(layout.dtype)
+            caller_buf = self._buffer("caller", result.nbytes)
+            self._map_units("from_working", layout.dtype,
+                            (buffer, caller_buf, np.float64(layout.scale),
+                             np.float64(layout.offset), np.float64(info.min),
+                             np.float64(info.max)), result.size)
+            buffer = caller_buf
+        self._transfers.download(result, buffer, record=self._recorder)
 
     # -- profiling -------------------------------------------------------------------------
 
@@ -558,7 +627,8 @@ class Engine:
     def solve(self, image: np.ndarray, plan: Plan, mask: np.ndarray | None = None, *,
               origin: tuple[int, int] = (0, 0), full_width: int | None = None,
               progress: Progress | None = None,
-              checkpoints: Checkpoints | None = None) -> np.ndarray:
+              checkpoints: Checkpoints | None = None,
+              layout: Layout | None = None) -> np.ndarray:
         """:func:`napari_diffuse.numpy_solver.solve` on this device.
 
         With ``plan.keep_saturated`` and a mask, a second upload of the input and a
@@ -568,8 +638,25 @@ class Engine:
         :class:`~napari_diffuse.errors.InvalidInputError` for NaN, Inf or values beyond
         :data:`~napari_diffuse.intensity.MAX_WORKING` in ``image``, found by the same
         device reduction (the host never reads the input for them).
+
+        With ``layout``, ``image`` holds the caller's values (one plane of
+        :func:`~napari_diffuse.intensity.caller_planes`) and so does the result: where
+        :meth:`maps_units` and the image fits the device in one piece, they cross the bus
+        in their own dtype and are mapped on the device; otherwise on the host
+        (:func:`~napari_diffuse.intensity.to_working`, ``from_working``). Bit for bit the
+        same either way.
         """
-        image = np.ascontiguousarray(image, dtype=F32)
+        if layout is not None:
+            image = np.ascontiguousarray(image)
+            on_device = self.maps_units(layout) and len(
+                self._tiles(image.shape, plan.full_reach, plan, images=2) or ()) == 1
+            if not on_device:
+                work = intensity.to_working(image, layout, check=False)
+                return intensity.from_working(
+                    self.solve(work, plan, mask, origin=origin, full_width=full_width,
+                               progress=progress, checkpoints=checkpoints), layout)
+        else:
+            image = np.ascontiguousarray(image, dtype=F32)
         full_width = image.shape[1] if full_width is None else full_width
         tiles = self._tiles(image.shape, plan.full_reach, plan)
         if tiles is None:
@@ -594,7 +681,7 @@ class Engine:
                     tile_origin = (origin[0] + tile.rows.start, origin[1] + tile.cols.start)
                     result = out if single else np.empty_like(src)
                     self._solve_tile(src, result, plan, tile_mask, tile_origin, full_width,
-                                     report, checkpoints, bound, touched)
+                                     report, checkpoints, bound, touched, layout)
                     if not single:
                         out[tile.rows, tile.cols][tile.core_rows, tile.core_cols] = \
                             result[tile.core_rows, tile.core_cols]
@@ -623,12 +710,14 @@ class Engine:
     def _solve_tile(self, src, result, plan: Plan, mask, origin, full_width: int,
                     progress: Progress | None, checkpoints: Checkpoints | None,
                     bound: float | None,
-                    touched: list[concurrent.futures.Future] | None = None) -> None:
+                    touched: list[concurrent.futures.Future] | None = None,
+                    layout: Layout | None = None) -> None:
         shape = src.shape
         program = self._program_for(shape[2])
-        image_buf = self._buffer("image0", src.nbytes)
-        work = self._workspace(plan, src.nbytes)
-        self._transfers.upload(image_buf, src, record=self._recorder)
+        nbytes = src.size * 4  # float32 working values
+        image_buf = self._buffer("image0", nbytes)
+        work = self._workspace(plan, nbytes)
+        self._upload_working(image_buf, src, layout)
         if bound is None:
             bound = self._peak(program, image_buf, int(np.prod(shape)))
         mask_buf, use_mask = self._start_tile(program, image_buf, shape, plan, mask, origin,
@@ -636,17 +725,17 @@ class Engine:
         self._iterate(program, image_buf, work, mask_buf, use_mask, shape, plan, bound,
                       progress, checkpoints)()
         self._finish_tile(program, src, image_buf, work["hf0"], mask_buf, use_mask, shape,
-                          plan, self._transfers)
+                          plan, self._transfers, layout)
         for part in touched or ():
             part.result()
-        self._transfers.download(result, image_buf, record=self._recorder)
+        self._download_caller(result, image_buf, layout)
 
     def _finish_tile(self, program, src, image_buf, input_buf, mask_buf, use_mask, shape,
-                     plan: Plan, transfers: Transfers) -> None:
+                     plan: Plan, transfers: Transfers, layout: Layout | None = None) -> None:
         if plan.keep_saturated and use_mask:
             # the input was overwritten by the noise: upload it again into a wavelet buffer,
             # free after the last iteration (no extra device memory, no change to the tiling)
-            event = transfers.upload(input_buf, src, record=self._recorder)
+            event = self._upload_working(input_buf, src, layout, transfers)
             cl.enqueue_barrier(self.queue, wait_for=[event])
             self._keep_saturated(program, image_buf, input_buf, mask_buf, shape, plan)
 

@@ -4,7 +4,9 @@ Same interface and, within float32 rounding, the same results as
 :mod:`napari_diffuse.numpy_solver`: ``solve(image, plan, mask, *, origin, full_width,
 progress, checkpoints)`` and ``variance_map(image, plan, mask, *, origin, full_width)``,
 plus ``solve_planes(planes, plan, masks, *, progress)``, which streams a stack through
-the device with its transfers hidden behind the kernels.
+the device with its transfers hidden behind the kernels, and ``solve(..., layout=...)``
+where :func:`maps_units`: a caller's 8- or 16-bit integers mapped to and from working
+units on the device (``kernels/units.cl``).
 
 The work lives in four modules: :mod:`.opencl_tiles` (tile planning, pure arithmetic),
 :mod:`.opencl_program` (kernel sources, build options, kernel tables; programs built once
@@ -26,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pyopencl as cl
 
+from .intensity import Layout
 from .opencl_devices import OpenCLUnavailable, select_device
 from .opencl_engine import Engine, Progress, device_bytes_per_pixel
 from .opencl_program import KERNEL_FILES
@@ -34,7 +37,7 @@ from .plan import Checkpoints, Plan
 
 __all__ = ["CHECKS_ON_DEVICE", "Engine", "KERNEL_FILES", "TILES_ON_DEVICE", "Tile",
            "bytes_per_pixel", "configure", "device_bytes_per_pixel", "engine", "plan_tiles",
-           "solve", "solve_planes", "variance_map"]
+           "maps_units", "solve", "solve_planes", "variance_map"]
 
 #: Images too large for the device are tiled on it; the host holds only input and output.
 TILES_ON_DEVICE = True
@@ -120,15 +123,27 @@ def _device_errors():
 
 def solve(image: np.ndarray, plan: Plan, mask: np.ndarray | None = None, *,
           origin: tuple[int, int] = (0, 0), full_width: int | None = None,
-          progress: Progress | None = None, checkpoints: Checkpoints | None = None) -> np.ndarray:
+          progress: Progress | None = None, checkpoints: Checkpoints | None = None,
+          layout: Layout | None = None) -> np.ndarray:
     """Run darktable's diffuse-or-sharpen on one float32 image, on the OpenCL device.
 
     Same parameters and result as :func:`napari_diffuse.numpy_solver.solve`; refuses
-    NaN, Inf and values beyond the working range (:data:`CHECKS_ON_DEVICE`).
+    NaN, Inf and values beyond the working range (:data:`CHECKS_ON_DEVICE`). With
+    ``layout``, ``image`` and the result hold the caller's values instead (see
+    :func:`maps_units`).
     """
     with _device_errors():
         return engine().solve(image, plan, mask, origin=origin, full_width=full_width,
-                              progress=progress, checkpoints=checkpoints)
+                              progress=progress, checkpoints=checkpoints, layout=layout)
+
+
+def maps_units(layout: Layout) -> bool:
+    """Whether :func:`solve` maps ``layout``'s values to and from working units on the
+    device (8- and 16-bit integers, a device with double precision): the caller's
+    integers then cross the bus in their own dtype, and no float32 copy of the image is
+    made on the host (:meth:`Engine.maps_units`)."""
+    with _device_errors():
+        return engine().maps_units(layout)
 
 
 def solve_planes(planes: np.ndarray, plan: Plan,
