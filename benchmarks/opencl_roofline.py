@@ -176,9 +176,11 @@ def time_api(preset: str, image: np.ndarray, repeat: int) -> list[float]:
                                            backend="opencl", exact=True), repeat)
 
 
-def stack_run(device, engine: Engine, spec: str, repeat: int) -> dict:
+def stack_run(device, engine: Engine, spec: str, repeat: int,
+              dtypes: tuple[str, ...] = ("float32",)) -> dict:
     """A single-channel ``NxHxW`` stack of *denoise: medium*: one plane's device-kernel
-    time against the stack's wall time per plane (solver, then diffuse())."""
+    time against the stack's wall time per plane (solver, then diffuse() for each of
+    ``dtypes``: integers span their dtype's range)."""
     from napari_diffuse import diffuse
 
     count, height, width = (int(v) for v in spec.lower().split("x"))
@@ -201,14 +203,21 @@ def stack_run(device, engine: Engine, spec: str, repeat: int) -> dict:
               f"{statistics.median(batches[batch]):.3f} s", flush=True)
     engine.stack_batch = best = min(batches, key=lambda k: statistics.median(batches[k]))
     solver = batches[best]
-    api = _median_seconds(lambda: diffuse(stack, preset="denoise: medium", backend="opencl"),
-                          repeat)
     per_plane = statistics.median(solver) / count
+    apis = {}
+    for dtype in (np.dtype(d) for d in dtypes):
+        given = stack if dtype == np.float32 else (
+            np.rint(stack * np.iinfo(dtype).max).astype(dtype) if dtype.kind in "ui"
+            else stack.astype(dtype))
+        apis[dtype.name] = _median_seconds(
+            lambda given=given: diffuse(given, preset="denoise: medium", backend="opencl"),
+            repeat)
+    api = apis[np.dtype(dtypes[0]).name]
     per_plane_api = statistics.median(api) / count
     result = dict(shape=[count, height, width], batches=batches, stack_batch=best,
                   plane_kernels_ms=plane_kernels * 1e3,
                   plane_host_to_host_ms=plane_host * 1e3, stack_solver_s=solver,
-                  stack_api_s=api, per_plane_ms=per_plane * 1e3,
+                  stack_api_s=api, stack_api_by_dtype_s=apis, per_plane_ms=per_plane * 1e3,
                   per_plane_api_ms=per_plane_api * 1e3,
                   throughput_ratio=plane_kernels / per_plane,
                   throughput_ratio_api=plane_kernels / per_plane_api)
@@ -218,8 +227,12 @@ def stack_run(device, engine: Engine, spec: str, repeat: int) -> dict:
           f"{per_plane * 1e3:.2f} ms/plane ({best} planes per launch; "
           f"{100 * result['throughput_ratio']:.0f} % of the "
           f"device-kernel throughput); through diffuse() {statistics.median(api):.3f} s = "
-          f"{per_plane_api * 1e3:.2f} ms/plane ({100 * result['throughput_ratio_api']:.0f} %)",
-          flush=True)
+          f"{per_plane_api * 1e3:.2f} ms/plane ({100 * result['throughput_ratio_api']:.0f} %, "
+          f"{dtypes[0]})", flush=True)
+    for name, seconds in list(apis.items())[1:]:
+        per = statistics.median(seconds) / count
+        print(f"  through diffuse(), {name} stack: {statistics.median(seconds):.3f} s = "
+              f"{per * 1e3:.2f} ms/plane ({100 * plane_kernels / per:.0f} %)", flush=True)
     return result
 
 
@@ -336,6 +349,9 @@ def main(argv=None) -> dict:
                              "preset (host array in, host array out)")
     parser.add_argument("--stack", default=None, metavar="NxHxW",
                         help="also stream a single-channel stack of denoise: medium")
+    parser.add_argument("--stack-dtypes", default="float32", metavar="DTYPE,...",
+                        help="the stack's dtypes through diffuse() (integers span their "
+                             "range), e.g. 'float32,uint16'")
     parser.add_argument("--details", action="store_true", help="print every pass")
     parser.add_argument("--general", action="store_true",
                         help="the general PDE program instead of one built for each preset's "
@@ -425,7 +441,8 @@ def main(argv=None) -> dict:
     for preset, (darktable, old) in QUOTED_H200.items():
         print(f"  {preset:32s} {darktable:.3f} s / {old:.3f} s")
     if args.stack:
-        results["stack"] = stack_run(device, engine, args.stack, args.repeat)
+        results["stack"] = stack_run(device, engine, args.stack, args.repeat,
+                                     tuple(args.stack_dtypes.split(",")))
     if args.json is not None:
         args.json.write_text(json.dumps(results, indent=1))
     return results

@@ -247,6 +247,36 @@ def test_every_16_bit_value_maps_as_on_the_host(engine, dtype, value_range):
         np.testing.assert_array_equal(result, intensity.from_working(back, layout))
 
 
+@pytest.mark.parametrize(("staged", "batch"), [(False, 1), (True, 3)])
+def test_integer_stacks_are_mapped_on_the_device(engine, staged, batch, monkeypatch):
+    """A stack of 16-bit planes streams in its own dtype, each plane mapped on the device
+    after its upload and before its download: the result of mapping on the host, bit for
+    bit, with the luminance mask or caller masks (keep_saturated uploads a plane again)."""
+    monkeypatch.setattr(opencl_transfer.Staging, "CHUNK", 4096)
+    planes = (_image((5, 26, 31, 2), seed=12) * 65535).astype(np.uint16)
+    layout = intensity.check_image(planes, -1, "dtype")
+    if not engine.maps_units(layout):
+        pytest.skip("the device has no double precision (cl_khr_fp64)")
+    stream = opencl_solver.Engine(engine.device, staged=staged, stack_batch=batch,
+                                  profiling=True)
+    caller = intensity.caller_planes(planes, layout)
+    given = [caller[p, ..., p % 2] > 40000 for p in range(5)]
+    for params, masks in (
+            (DiffuseParams.from_preset("inpaint highlights").replace(iterations=3), None),
+            (DiffuseParams.from_preset("inpaint highlights").replace(
+                iterations=2, keep_saturated=True), given)):
+        plan = make_plan(params)
+        with stream.profile() as profile:
+            out = stream.solve_planes(caller, plan, masks, layout=layout)
+        kinds = [kind for (kind, _), _event in profile.events]
+        assert kinds.count("to_working") == 5 * (1 + (masks is not None))
+        assert kinds.count("from_working") == 5
+        on_host = intensity.from_working(
+            stream.solve_planes(intensity.to_working(caller, layout), plan, masks), layout)
+        assert out.dtype == np.uint16 and out.shape == caller.shape
+        np.testing.assert_array_equal(out, on_host)
+
+
 def test_integers_in_tiles_are_mapped_on_the_host(engine):
     """An integer image the device runs in tiles is mapped on the host (the tiles'
     overlaps), with the same result."""
@@ -261,24 +291,30 @@ def test_integers_in_tiles_are_mapped_on_the_host(engine):
     np.testing.assert_array_equal(out, engine.solve(image, plan, layout=layout))
 
 
-def test_api_maps_one_integer_plane_on_the_device(engine, monkeypatch):
-    """diffuse() hands a single plane of 16-bit integers to the device as it is: the
+def test_api_maps_integers_on_the_device(engine, monkeypatch):
+    """diffuse() hands a plane or a stack of 16-bit integers to the device as it is: the
     host's mapping is never called, and the result is the host-mapped one."""
-    image = (_image((40, 52, 3), seed=5) * 65535).astype(np.uint16)
-    options = dict(preset="denoise: fine", iterations=2, channel_axis=-1, backend="opencl")
-    layout = intensity.check_image(image, -1, None)
-    expected = intensity.from_working(
-        engine.solve(intensity.to_working(image, layout), make_plan(
-            DiffuseParams.from_preset("denoise: fine").replace(iterations=2))), layout)
-    if not engine.maps_units(layout):
-        pytest.skip("the device has no double precision (cl_khr_fp64)")
+    plan = make_plan(DiffuseParams.from_preset("denoise: fine").replace(iterations=2))
+    options = dict(preset="denoise: fine", iterations=2, backend="opencl")
+    plane = (_image((40, 52, 3), seed=5) * 65535).astype(np.uint16)
+    stack = (_image((3, 40, 52), seed=6) * 65535).astype(np.uint16)
+    cases = [(plane, -1), (stack, None)]
+    expected = []
+    for image, axis in cases:
+        layout = intensity.check_image(image, axis, None)
+        if not engine.maps_units(layout):
+            pytest.skip("the device has no double precision (cl_khr_fp64)")
+        work = intensity.to_planes(image, layout)
+        expected.append(intensity.from_planes(
+            np.stack([engine.solve(p, plan) for p in work]), layout))
 
     def refused(*args, **kwargs):
         raise AssertionError("mapped on the host")
 
     monkeypatch.setattr(intensity, "to_working", refused)
     monkeypatch.setattr(intensity, "from_working", refused)
-    np.testing.assert_array_equal(diffuse(image, **options), expected)
+    for (image, axis), result in zip(cases, expected, strict=True):
+        np.testing.assert_array_equal(diffuse(image, channel_axis=axis, **options), result)
 
 
 # -- the engine's lifetime --------------------------------------------------------------

@@ -9,7 +9,6 @@ back to the caller's shape and dtype. Dask arrays, and NumPy planes too large fo
 from __future__ import annotations
 
 import contextlib
-import math
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -81,10 +80,9 @@ def _solved(image, layout: intensity.Layout):
 
 
 def _maps_units(solver, layout: intensity.Layout) -> bool:
-    """Whether ``solver`` takes this single plane in the caller's units and maps it on
-    its device (the OpenCL solver, 8- and 16-bit integers): no float32 copy on the host."""
-    return (math.prod(layout.leading_shape) == 1 and hasattr(solver, "maps_units")
-            and solver.maps_units(layout))
+    """Whether ``solver`` takes the planes in the caller's units and maps them on its
+    device (the OpenCL solver, 8- and 16-bit integers): no float32 copy on the host."""
+    return hasattr(solver, "maps_units") and solver.maps_units(layout)
 
 
 def _masks(planes, layout, mask) -> list[np.ndarray | None]:
@@ -279,7 +277,7 @@ def diffuse(image, params: DiffuseParams | None = None, *, preset: str | None = 
         with _solved(image, layout):
             if planes.shape[0] > 1 and hasattr(solver, "solve_planes"):
                 # a stack streams through the device, its transfers hidden behind the kernels
-                out = solver.solve_planes(planes, plan, masks, progress=progress)
+                out = solver.solve_planes(planes, plan, masks, progress=progress, **units)
             else:
                 results = []
                 for p, (plane, plane_mask) in enumerate(zip(planes, masks, strict=True)):

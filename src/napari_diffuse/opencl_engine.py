@@ -7,9 +7,10 @@ in overlapping tiles (:mod:`.opencl_tiles`) that give the whole-image result; wh
 that cannot fit, the NumPy solver runs it, with a warning. A stack of planes streams
 through the device in batches (:meth:`Engine.solve_planes`): the next batch uploads and the
 previous one downloads, on their own queues and host threads, while the current one
-computes, each kernel launch running every plane of the batch. A single plane of 8- or 16-bit
-integers may come in the caller's dtype (``solve(..., layout=...)``): it is mapped to and from
-working units on the device (kernels/units.cl), bit for bit as on the host.
+computes, each kernel launch running every plane of the batch. Planes of 8- or 16-bit integers
+may come in the caller's dtype (``solve`` and ``solve_planes`` with ``layout``): they cross the
+bus as they are and are mapped to and from working units on the device (kernels/units.cl), bit
+for bit as on the host.
 """
 
 from __future__ import annotations
@@ -336,21 +337,30 @@ class Engine:
         caller_buf = self._buffer("caller", src.nbytes)
         event = transfers.upload(caller_buf, src, record=self._recorder)
         cl.enqueue_barrier(self.queue, wait_for=[event])
+        return self._to_working(caller_buf, buffer, src.size, layout)
+
+    def _to_working(self, caller_buf, buffer, n: int, layout: Layout) -> cl.Event:
+        """Enqueue the mapping of ``n`` caller's values in ``caller_buf`` to working units
+        in ``buffer``. ``scale`` goes as a double (kernels/units.cl says why)."""
         return self._map_units("to_working", layout.dtype,
                                (caller_buf, buffer, F32(layout.offset),
-                                np.float64(F32(layout.scale))),
-                               src.size)
+                                np.float64(F32(layout.scale))), n)
+
+    def _from_working(self, buffer, caller_buf, n: int, layout: Layout) -> cl.Event:
+        """Enqueue the mapping of ``n`` working values in ``buffer`` to the caller's
+        integers in ``caller_buf`` (rounded, clipped to the dtype)."""
+        info = np.iinfo(layout.dtype)
+        return self._map_units("from_working", layout.dtype,
+                               (buffer, caller_buf, np.float64(layout.scale),
+                                np.float64(layout.offset), np.float64(info.min),
+                                np.float64(info.max)), n)
 
     def _download_caller(self, result: np.ndarray, buffer, layout: Layout | None) -> None:
         """The float32 ``buffer`` into ``result``: as it is, or, with ``layout``, mapped to
         the caller's integers on the device, then downloaded."""
         if layout is not None:
-            info = np.iinfo(layout.dtype)
             caller_buf = self._buffer("caller", result.nbytes)
-            self._map_units("from_working", layout.dtype,
-                            (buffer, caller_buf, np.float64(layout.scale),
-                             np.float64(layout.offset), np.float64(info.min),
-                             np.float64(info.max)), result.size)
+            self._from_working(buffer, caller_buf, result.size, layout)
             buffer = caller_buf
         self._transfers.download(result, buffer, record=self._recorder)
 
@@ -741,7 +751,8 @@ class Engine:
 
     def solve_planes(self, planes: np.ndarray, plan: Plan,
                      masks: Sequence[np.ndarray | None] | None = None, *,
-                     progress: Progress | None = None) -> np.ndarray:
+                     progress: Progress | None = None,
+                     layout: Layout | None = None) -> np.ndarray:
         """:meth:`solve` on every plane of a ``(N, H, W, C)`` stack; returns ``(N, H, W, C)``.
 
         The planes stream through the device in batches of :attr:`stack_batch`: while a
@@ -751,9 +762,16 @@ class Engine:
         the per-plane steps (mask, inpainting start, divergence checks) run plane by
         plane on views of the batch. ``masks`` holds one mask (or None) per plane;
         ``progress(done, total)`` counts iterations over all planes (batches of one plane
-        then). A stack whose planes need tiles runs plane by plane.
+        then). A stack whose planes need tiles runs plane by plane. With ``layout``, the
+        planes and the result hold the caller's values, as for :meth:`solve`: mapped on the
+        device where :meth:`maps_units`, each plane after its upload and before its
+        download.
         """
         planes = np.asarray(planes)
+        if layout is not None and not self.maps_units(layout):
+            work = intensity.to_working(planes, layout, check=False)
+            return intensity.from_working(self.solve_planes(work, plan, masks,
+                                                            progress=progress), layout)
         count = planes.shape[0]
         masks = [None] * count if masks is None else list(masks)
         shape = planes.shape[1:]
@@ -770,18 +788,21 @@ class Engine:
         stride = round_up(nbytes, align)  # bytes from one plane of a batch to the next
         mask_bytes = shape[0] * shape[1]
         mask_stride = round_up(mask_bytes, align)
+        caller_bytes = planes.itemsize * int(np.prod(shape)) if layout is not None else 0
+        caller_stride = round_up(caller_bytes, align)
         while True:  # the largest batch that fits the device in one piece
-            tiles = self._tiles(shape, plan.full_reach, plan, images=3 * batch,
+            tiles = self._tiles(shape, plan.full_reach, plan,
+                                images=3 * batch + -(-3 * batch * caller_bytes // nbytes),
                                 workspaces=batch)
             if batch == 1 or (tiles is not None and len(tiles) == 1):
                 break
             batch = max(1, batch // 2)
+        out = np.empty(planes.shape, planes.dtype if layout is not None else F32)
         if count < 2 or tiles is None or len(tiles) > 1:
-            out = np.empty(planes.shape, F32)
             for p in range(count):
-                out[p] = self.solve(planes[p], plan, masks[p], progress=report(p))
+                out[p] = self.solve(planes[p], plan, masks[p], progress=report(p),
+                                    layout=layout)
             return out
-        out = np.empty(planes.shape, F32)
         groups = [range(b, min(b + batch, count)) for b in range(0, count, batch)]
         with self._lock:
             if self._stack_transfers is None:
@@ -795,6 +816,12 @@ class Engine:
             program = self._program_for(shape[2])
             views = [[slot.get_sub_region(i * stride, nbytes) for i in range(batch)]
                      for slot in slots]
+            # with layout: the caller's values of each slot's planes, mapped on the device
+            callers = [self._buffer(f"caller{k}", caller_stride * batch) for k in range(3)] \
+                if layout is not None else slots
+            caller_views = [[c.get_sub_region(i * caller_stride, caller_bytes)
+                             for i in range(batch)] for c in callers] \
+                if layout is not None else views
             hf0 = [work["hf0"].get_sub_region(i * stride, nbytes) for i in range(batch)]
             mask_views = [mask_all.get_sub_region(i * mask_stride, mask_bytes)
                           for i in range(batch)]
@@ -811,13 +838,16 @@ class Engine:
                     before.result()  # the slot is free once its last batch is downloaded
                 events = []
                 for i, p in enumerate(groups[g]):
-                    contiguous[p] = np.ascontiguousarray(planes[p], dtype=F32)
-                    events.append(up.upload(views[g % 3][i], contiguous[p], record=record))
+                    contiguous[p] = np.ascontiguousarray(
+                        planes[p], dtype=planes.dtype if layout is not None else F32)
+                    events.append(up.upload(caller_views[g % 3][i], contiguous[p],
+                                            record=record))
                 return events
 
             def download(g, done):
                 for i, p in enumerate(groups[g]):
-                    down.download(out[p], views[g % 3][i], wait_for=[done], record=record)
+                    down.download(out[p], caller_views[g % 3][i], wait_for=[done],
+                                  record=record)
                     contiguous.pop(p, None)
 
             judges: list = []
@@ -830,6 +860,9 @@ class Engine:
                         uploads[g + 2] = pool_up.submit(upload, g + 2)
                     image_views = views[g % 3][:len(group)]
                     cl.enqueue_barrier(self.queue, wait_for=uploads[g].result())
+                    if layout is not None:
+                        for caller, view in zip(caller_views[g % 3], image_views, strict=False):
+                            self._to_working(caller, view, n, layout)
                     bounds = [self._peak(program, view, n) for view in image_views]
                     use_mask = 0
                     for i, p in enumerate(group):
@@ -844,7 +877,10 @@ class Engine:
                     for i, p in enumerate(group):
                         self._finish_tile(program, contiguous[p], image_views[i], hf0[i],
                                           mask_views[i], use_mask, shape, plan,
-                                          self._transfers)
+                                          self._transfers, layout)
+                        if layout is not None:
+                            self._from_working(image_views[i], caller_views[g % 3][i], n,
+                                               layout)
                     done = cl.enqueue_marker(self.queue)
                     self.queue.flush()
                     downloads[g] = pool_down.submit(download, g, done)

@@ -148,12 +148,13 @@ def maps_units(layout: Layout) -> bool:
 
 def solve_planes(planes: np.ndarray, plan: Plan,
                  masks: Sequence[np.ndarray | None] | None = None, *,
-                 progress: Progress | None = None) -> np.ndarray:
+                 progress: Progress | None = None, layout: Layout | None = None) -> np.ndarray:
     """:func:`solve` on every plane of a float32 ``(N, H, W, C)`` stack, streamed through
     the device (:meth:`Engine.solve_planes`); ``progress`` counts iterations over all
-    planes. Returns ``(N, H, W, C)`` float32."""
+    planes. Returns ``(N, H, W, C)`` float32; with ``layout``, the planes and the result
+    hold the caller's values (see :func:`maps_units`)."""
     with _device_errors():
-        return engine().solve_planes(planes, plan, masks, progress=progress)
+        return engine().solve_planes(planes, plan, masks, progress=progress, layout=layout)
 
 
 def variance_map(image: np.ndarray, plan: Plan, mask: np.ndarray | None = None, *,
