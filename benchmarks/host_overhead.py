@@ -1,11 +1,14 @@
 """Where ``diffuse()`` spends host time around the OpenCL solver, step by step.
 
 On a random ``HxWx4`` image (default 6000x4000, float32; ``--dtype uint16`` for a
-camera's integers, which map to and from working units on the host): each host step of
+camera's integers): each host step of
 ``napari_diffuse.diffuse(image, preset=..., channel_axis=-1, backend="opencl")`` timed on
 its own (median of ``--repeat``): allocating and touching an output, the value-range
-survey, the working-range and NaN/Inf checks, the solver host to host, and
-``diffuse()`` itself. The gap between ``diffuse()`` and the solver is the host overhead.
+survey, the working-range and NaN/Inf checks, the mapping to and from working units, the
+solver host to host (float32 working values), and ``diffuse()`` itself. The gap between
+``diffuse()`` and the solver is the host overhead. ``diffuse()`` maps 8- and 16-bit
+integers on an OpenCL device with double precision: the ``to_planes``, ``check_values``
+and ``from_planes`` rows are then steps it no longer takes.
 
 Example::
 

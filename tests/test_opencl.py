@@ -317,6 +317,27 @@ def test_api_maps_integers_on_the_device(engine, monkeypatch):
         np.testing.assert_array_equal(diffuse(image, channel_axis=axis, **options), result)
 
 
+def test_integer_masks_warn_as_floats_do(engine):
+    """The check for inpainted values left far outside the input's range reads an integer
+    image mapped on the device from its extremes and the masked pixels alone: it warns
+    for settings too gentle to fill the mask and stays silent for the inpainting preset,
+    as for the same image in float32."""
+    from napari_diffuse.errors import InpaintingWarning
+
+    yy, xx = np.mgrid[:64, :64]
+    # 0..2000 counts mapped from 0..1000: 0..2 in working units, as test_validation's image
+    image = np.rint((1.0 + np.sin(xx / 6.0) * np.cos(yy / 9.0)) * 1000).astype(np.uint16)
+    mask = np.zeros(image.shape, bool)
+    mask[20:30, 10:50] = True
+    options = dict(mask=mask, backend="opencl", value_range=(0, 1000))
+    assert engine.maps_units(intensity.check_image(image, None, (0, 1000)))
+    with pytest.warns(InpaintingWarning, match="fill gaps under a mask"):
+        diffuse(image, preset="denoise: fine", **options)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", InpaintingWarning)
+        diffuse(image, preset="fill gaps under a mask", **options)
+
+
 # -- the engine's lifetime --------------------------------------------------------------
 
 def test_engine_and_kernels_are_built_once(engine):
@@ -449,6 +470,29 @@ def test_kernel_build_error(engine, tmp_path, restore_configuration):
     assert first is second is numpy_solver
     messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
     assert len(messages) == 1 and "failed to build" in messages[0] and "NumPy" in messages[0]
+
+
+@pytest.mark.parametrize("units", ["missing", "broken"])
+def test_integers_without_the_units_program_are_mapped_on_the_host(engine, tmp_path, units):
+    """A kernel folder without a working units.cl (an older copy, a broken edit) still
+    runs integer images: the host maps them, with the same result."""
+    for name in opencl_solver.KERNEL_FILES:
+        shutil.copy(data_dir("kernels") / name, tmp_path / name)
+    if units == "broken":
+        (tmp_path / "units.cl").write_text("kernel void to_working(undeclared x) {}\n")
+    other = opencl_solver.Engine(engine.device, tmp_path, profiling=True)
+    image = (_image((30, 34, 3), seed=7) * 65535).astype(np.uint16)
+    layout = intensity.check_image(image, -1, "dtype")
+    assert not other.maps_units(layout)
+    plan = make_plan(DiffuseParams.from_preset("denoise: fine").replace(iterations=2))
+    with other.profile() as profile:
+        out = other.solve(image, plan, layout=layout)
+    assert "to_working" not in {kind for (kind, _), _event in profile.events}
+    stack = intensity.caller_planes(image, layout)  # (1, H, W, C)
+    np.testing.assert_array_equal(out, intensity.from_working(
+        engine.solve(intensity.to_working(image, layout), plan), layout))
+    np.testing.assert_array_equal(other.solve_planes(np.concatenate([stack, stack]), plan,
+                                                     layout=layout)[1], out)
 
 
 def test_missing_kernel_files_are_reported(engine, tmp_path):

@@ -291,8 +291,7 @@ def diffuse(image, params: DiffuseParams | None = None, *, preset: str | None = 
         else:
             result = intensity.from_planes(out, layout)
     if mask is not None:
-        before = intensity.to_planes(image, layout) if planes is None else planes
-        _warn_unfilled(before, result, layout, mask)
+        _warn_unfilled(image, planes, result, layout, mask)
     return result
 
 
@@ -344,17 +343,25 @@ def _diffuse_missing(image, params, *, preset, channel_axis, mask, backend, valu
                                 iterations=params.iterations)
 
 
-def _warn_unfilled(before: np.ndarray, result, layout: intensity.Layout, mask) -> None:
+def _warn_unfilled(image, planes: np.ndarray | None, result, layout: intensity.Layout,
+                   mask) -> None:
     """Warn when inpainted pixels end beyond the input's range by more than its span:
     darktable's start noise (up to a few times each pixel's value) was not diffused away.
     The whole input counts (a clipped highlight may rightly be brighter than every known
-    pixel), so only an overshoot of the original values themselves warns. ``before`` is
-    the input in working units (:func:`~napari_diffuse.intensity.to_planes`)."""
+    pixel), so only an overshoot of the original values themselves warns. ``planes`` is
+    the input in working units (:func:`~napari_diffuse.intensity.to_planes`) where at
+    hand; else the caller's extremes are mapped (the mapping is monotonic: the same
+    values), and only the masked pixels of ``result``."""
     masks = intensity.check_mask(mask, layout)
     if not masks.any():
         return
-    filled = intensity.to_planes(result, layout)[masks]
-    low, high = float(before.min()), float(before.max())
+    filled = intensity.to_working(intensity.caller_planes(result, layout)[masks], layout)
+    if planes is None:
+        caller = intensity.caller_planes(image, layout)
+        low, high = (float(v) for v in intensity.to_working(
+            np.array([caller.min(), caller.max()], caller.dtype), layout))
+    else:
+        low, high = float(planes.min()), float(planes.max())
     span = max(high - low, np.finfo(np.float32).eps)
     outside = (filled > high + span) | (filled < low - span)
     if outside.any():

@@ -498,8 +498,13 @@ def maps_in_float32(layout: Layout) -> bool:
     and 16 bits with an offset and scale float32 holds. A solver may then map them on its
     device and give the same working values bit for bit; :func:`from_working` computes in
     float64 for every dtype."""
-    return (layout.dtype.kind in "ui" and layout.dtype.itemsize <= 2
-            and _fits_float32(layout.offset, layout.scale))
+    return layout.dtype.kind in "ui" and _float32_mapping(layout.dtype, layout)
+
+
+def _float32_mapping(dtype, layout: Layout) -> bool:
+    """Whether :func:`to_working` maps values of ``dtype`` in float32 arithmetic: 8- and
+    16-bit types, with an offset and scale float32 holds."""
+    return np.dtype(dtype).itemsize <= 2 and _fits_float32(layout.offset, layout.scale)
 
 
 def to_plane(image, layout: Layout, index: int) -> np.ndarray:
@@ -560,7 +565,7 @@ def to_working(values, layout: Layout, *, check: bool = True) -> np.ndarray:
     elif trivial and values.dtype.kind == "f" and values.dtype.itemsize > 4:
         _check_working(values, layout)
         return values.astype(np.float32)
-    elif trivial or (values.dtype.itemsize <= 2 and _fits_float32(layout.offset, layout.scale)):
+    elif trivial or _float32_mapping(values.dtype, layout):
         offset, scale = np.float32(layout.offset), np.float32(layout.scale)
 
         def mapped(block: np.ndarray) -> np.ndarray:
@@ -616,18 +621,18 @@ def _elementwise(function, values: np.ndarray, dtype) -> np.ndarray:
     if values.size <= _MAP_BLOCK_ELEMENTS or values.ndim == 0:
         out[...] = function(values)
         return out
-    # blocks along the first axis long enough to share out (rows of a plane, usually)
-    workers = min(16, os.cpu_count() or 1)
-    axis = next((a for a, n in enumerate(values.shape) if n >= 2 * workers),
-                int(np.argmax(values.shape)))
-    length = values.shape[axis]
-    step = max(1, _MAP_BLOCK_ELEMENTS * length // values.size)
+    # blocks: slices along the first axis whose trailing sub-arrays fit a block (rows of
+    # a plane, usually), for every index of the axes before it (the planes of a stack)
+    inner = [math.prod(values.shape[a + 1:]) for a in range(values.ndim)]
+    axis = next(a for a, n in enumerate(inner) if n <= _MAP_BLOCK_ELEMENTS)
+    step = max(1, _MAP_BLOCK_ELEMENTS // inner[axis])
+    blocks = [(*lead, slice(start, start + step)) for lead in np.ndindex(values.shape[:axis])
+              for start in range(0, values.shape[axis], step)]
 
-    def run(start: int) -> None:
-        part = (slice(None),) * axis + (slice(start, min(start + step, length)),)
-        out[part] = function(values[part])
+    def run(block: tuple) -> None:
+        out[block] = function(values[block])
 
-    list(_reduction_pool().map(run, range(0, length, step)))
+    list(_reduction_pool().map(run, blocks))
     return out
 
 

@@ -94,9 +94,10 @@ def device_bytes_per_pixel(plan: Plan, channels: int, images: int = 1,
 class Profile:
     """What :meth:`Engine.profile` records: ``((kind, scale), event or seconds)`` for every
     B-spline and PDE kernel (kind ``"bspline"``, ``"pde"``; ``scale`` from 0), the other
-    kernels (``"keep"``, scale -1) and the transfers (``"upload"``, ``"download"``, scale
-    -1): a profiled event for a kernel or a direct copy, host-side seconds for a copy
-    through pinned staging buffers."""
+    kernels (``"keep"``, and ``"to_working"``, ``"from_working"`` for the caller-units
+    mapping; scale -1) and the transfers (``"upload"``, ``"download"``, scale -1): a
+    profiled event for a kernel or a direct copy, host-side seconds for a copy through
+    pinned staging buffers."""
 
     events: list = dataclasses.field(default_factory=list)
 
@@ -254,7 +255,8 @@ class Engine:
         self._profile: Profile | None = None
         self._toucher: concurrent.futures.ThreadPoolExecutor | None = None
         self._alive: list = []  # host arrays a non-blocking copy still reads
-        self._unit_kernels: dict[str, dict[str, cl.Kernel]] = {}  # per OpenCL integer type
+        # per OpenCL integer type: kernel and work-group size by name, None if it fails
+        self._unit_kernels: dict[str, dict[str, tuple[cl.Kernel, int]] | None] = {}
         #: Planes of a stack that each B-spline and PDE launch runs (:meth:`solve_planes`).
         self.stack_batch = STACK_BATCH[kind] if stack_batch is None else int(stack_batch)
 
@@ -296,35 +298,47 @@ class Engine:
 
     def maps_units(self, layout: Layout) -> bool:
         """Whether this device maps ``layout``'s values to and from working units itself
-        (kernels/units.cl), bit for bit as the host would: 8- and 16-bit integers that
-        :func:`~napari_diffuse.intensity.maps_in_float32`, on a device with double
-        precision."""
+        (kernels/units.cl), bit for bit as the host would for finite values: 8- and 16-bit
+        integers that :func:`~napari_diffuse.intensity.maps_in_float32`, on a device with
+        double precision, where the program builds (its file in the kernel folder: else
+        the host maps them, as before)."""
         return (layout.dtype in UNIT_TYPES and intensity.maps_in_float32(layout)
-                and "cl_khr_fp64" in self.device.extensions)
+                and "cl_khr_fp64" in self.device.extensions
+                and self._units_kernels(layout.dtype) is not None)
 
-    def _units_kernel(self, dtype: np.dtype, name: str) -> cl.Kernel:
-        """Kernel ``name`` of the caller-units program for ``dtype``, built on first use."""
+    def _units_kernels(self, dtype: np.dtype) -> dict[str, tuple[cl.Kernel, int]] | None:
+        """The caller-units kernels for ``dtype`` with their work-group sizes, built on first
+        use; None where the program is missing or fails to build (remembered)."""
         type_name = UNIT_TYPES[np.dtype(dtype)]
         if type_name not in self._unit_kernels:
             try:
                 source = (self._folder / UNITS_FILE).read_text()
                 program = build(self.context, self.device, source, (f"-DCALLER_T={type_name}",))
-            except (OSError, cl.Error) as error:
-                raise OpenCLUnavailable(f"the OpenCL kernels in {self._folder / UNITS_FILE} "
-                                        f"failed to build: {error}") from error
-            self._unit_kernels[type_name] = {k: cl.Kernel(program, k)
-                                             for k in ("to_working", "from_working")}
-        return self._unit_kernels[type_name][name]
+                kernels = {k: cl.Kernel(program, k) for k in ("to_working", "from_working")}
+            except (OSError, cl.Error):
+                self._unit_kernels[type_name] = None
+            else:
+                self._unit_kernels[type_name] = {k: (kernel, 1 << (min(
+                    256, kernel.get_work_group_info(cl.kernel_work_group_info.WORK_GROUP_SIZE,
+                                                    self.device)).bit_length() - 1))
+                    for k, kernel in kernels.items()}
+        return self._unit_kernels[type_name]
 
     def _map_units(self, name: str, dtype: np.dtype, args: tuple, n: int) -> cl.Event:
         """Enqueue caller-units kernel ``name`` for ``dtype`` over ``n`` values (one work
         item each); return its event."""
-        kernel = self._units_kernel(dtype, name)
+        kernel, local = self._units_kernels(dtype)[name]
         kernel.set_args(*args, np.int32(n))
-        local = min(256, self.device.max_work_group_size)
         event = cl.enqueue_nd_range_kernel(self.queue, kernel, (round_up(n, local),), (local,))
         self._record(name, event)
         return event
+
+    @staticmethod
+    def _on_host(run: Callable[[np.ndarray], np.ndarray], values: np.ndarray,
+                 layout: Layout) -> np.ndarray:
+        """``run`` on ``values`` mapped to working units on the host, mapped back."""
+        return intensity.from_working(run(intensity.to_working(values, layout, check=False)),
+                                      layout)
 
     def _upload_working(self, buffer, src: np.ndarray, layout: Layout | None,
                         transfers: Transfers | None = None) -> cl.Event:
@@ -661,10 +675,9 @@ class Engine:
             on_device = self.maps_units(layout) and len(
                 self._tiles(image.shape, plan.full_reach, plan, images=2) or ()) == 1
             if not on_device:
-                work = intensity.to_working(image, layout, check=False)
-                return intensity.from_working(
-                    self.solve(work, plan, mask, origin=origin, full_width=full_width,
-                               progress=progress, checkpoints=checkpoints), layout)
+                return self._on_host(lambda work: self.solve(
+                    work, plan, mask, origin=origin, full_width=full_width, progress=progress,
+                    checkpoints=checkpoints), image, layout)
         else:
             image = np.ascontiguousarray(image, dtype=F32)
         full_width = image.shape[1] if full_width is None else full_width
@@ -744,7 +757,8 @@ class Engine:
                      plan: Plan, transfers: Transfers, layout: Layout | None = None) -> None:
         if plan.keep_saturated and use_mask:
             # the input was overwritten by the noise: upload it again into a wavelet buffer,
-            # free after the last iteration (no extra device memory, no change to the tiling)
+            # free after the last iteration (no change to the tiling; integers mapped on the
+            # device pass through the one-plane "caller" buffer)
             event = self._upload_working(input_buf, src, layout, transfers)
             cl.enqueue_barrier(self.queue, wait_for=[event])
             self._keep_saturated(program, image_buf, input_buf, mask_buf, shape, plan)
@@ -769,9 +783,9 @@ class Engine:
         """
         planes = np.asarray(planes)
         if layout is not None and not self.maps_units(layout):
-            work = intensity.to_working(planes, layout, check=False)
-            return intensity.from_working(self.solve_planes(work, plan, masks,
-                                                            progress=progress), layout)
+            return self._on_host(lambda work: self.solve_planes(work, plan, masks,
+                                                                progress=progress),
+                                 planes, layout)
         count = planes.shape[0]
         masks = [None] * count if masks is None else list(masks)
         shape = planes.shape[1:]
@@ -791,8 +805,9 @@ class Engine:
         caller_bytes = planes.itemsize * int(np.prod(shape)) if layout is not None else 0
         caller_stride = round_up(caller_bytes, align)
         while True:  # the largest batch that fits the device in one piece
+            # the caller's values: 3 slots of a batch, and one plane for keep_saturated
             tiles = self._tiles(shape, plan.full_reach, plan,
-                                images=3 * batch + -(-3 * batch * caller_bytes // nbytes),
+                                images=3 * batch + -(-(3 * batch + 1) * caller_bytes // nbytes),
                                 workspaces=batch)
             if batch == 1 or (tiles is not None and len(tiles) == 1):
                 break

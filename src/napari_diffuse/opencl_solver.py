@@ -125,12 +125,12 @@ def solve(image: np.ndarray, plan: Plan, mask: np.ndarray | None = None, *,
           origin: tuple[int, int] = (0, 0), full_width: int | None = None,
           progress: Progress | None = None, checkpoints: Checkpoints | None = None,
           layout: Layout | None = None) -> np.ndarray:
-    """Run darktable's diffuse-or-sharpen on one float32 image, on the OpenCL device.
+    """Run darktable's diffuse-or-sharpen on one image, on the OpenCL device.
 
-    Same parameters and result as :func:`napari_diffuse.numpy_solver.solve`; refuses
-    NaN, Inf and values beyond the working range (:data:`CHECKS_ON_DEVICE`). With
-    ``layout``, ``image`` and the result hold the caller's values instead (see
-    :func:`maps_units`).
+    Same parameters and result as :func:`napari_diffuse.numpy_solver.solve` (a float32
+    image in working units); refuses NaN, Inf and values beyond the working range
+    (:data:`CHECKS_ON_DEVICE`). With ``layout``, ``image`` and the result hold the
+    caller's values instead (see :func:`maps_units`).
     """
     with _device_errors():
         return engine().solve(image, plan, mask, origin=origin, full_width=full_width,
