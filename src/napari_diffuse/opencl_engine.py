@@ -82,6 +82,12 @@ def _workspace_names(plan: Plan) -> list[str]:
     return ["lf0", "lf1", *(f"hf{s}" for s in range(plan.scales))]
 
 
+def _local_size(kernel: cl.Kernel, device, cap: int) -> int:
+    """The largest power of two at most ``cap`` that ``kernel`` runs in one work-group."""
+    largest = kernel.get_work_group_info(cl.kernel_work_group_info.WORK_GROUP_SIZE, device)
+    return 1 << (min(cap, largest).bit_length() - 1)
+
+
 def device_bytes_per_pixel(plan: Plan, channels: int, images: int = 1,
                            workspaces: int = 1) -> int:
     """Device bytes a run of ``plan`` holds per pixel: ``images`` image buffers (the
@@ -318,9 +324,8 @@ class Engine:
             except (OSError, cl.Error):
                 self._unit_kernels[type_name] = None
             else:
-                self._unit_kernels[type_name] = {k: (kernel, 1 << (min(
-                    256, kernel.get_work_group_info(cl.kernel_work_group_info.WORK_GROUP_SIZE,
-                                                    self.device)).bit_length() - 1))
+                self._unit_kernels[type_name] = {
+                    k: (kernel, _local_size(kernel, self.device, 256))
                     for k, kernel in kernels.items()}
         return self._unit_kernels[type_name]
 
@@ -497,9 +502,7 @@ class Engine:
         pending: a ``peak`` reduction, then ``_PEAK_GROUPS`` floats or fewer downloaded
         without blocking (the queue is in order, so every check can reuse one buffer)."""
         kernel = program.kernels["peak"]
-        largest = kernel.get_work_group_info(cl.kernel_work_group_info.WORK_GROUP_SIZE,
-                                             self.device)
-        local = 1 << (min(_PEAK_LOCAL, largest).bit_length() - 1)  # a power of two
+        local = _local_size(kernel, self.device, _PEAK_LOCAL)
         groups = max(1, min(_PEAK_GROUPS, -(-n // (local * 16))))
         peaks_buf = self._buffer("peaks", 4 * _PEAK_GROUPS)
         kernel.set_args(buffer, np.int32(n), peaks_buf, cl.LocalMemory(4 * local))
@@ -831,12 +834,13 @@ class Engine:
             program = self._program_for(shape[2])
             views = [[slot.get_sub_region(i * stride, nbytes) for i in range(batch)]
                      for slot in slots]
-            # with layout: the caller's values of each slot's planes, mapped on the device
-            callers = [self._buffer(f"caller{k}", caller_stride * batch) for k in range(3)] \
-                if layout is not None else slots
-            caller_views = [[c.get_sub_region(i * caller_stride, caller_bytes)
-                             for i in range(batch)] for c in callers] \
-                if layout is not None else views
+            # what crosses the bus: the working values, or with layout the caller's values
+            # of each slot's planes, mapped on the device
+            caller_views = views
+            if layout is not None:
+                callers = [self._buffer(f"caller{k}", caller_stride * batch) for k in range(3)]
+                caller_views = [[c.get_sub_region(i * caller_stride, caller_bytes)
+                                 for i in range(batch)] for c in callers]
             hf0 = [work["hf0"].get_sub_region(i * stride, nbytes) for i in range(batch)]
             mask_views = [mask_all.get_sub_region(i * mask_stride, mask_bytes)
                           for i in range(batch)]
