@@ -396,3 +396,27 @@ def test_the_opencl_path_checks_the_input_on_its_device(opencl_device, monkeypat
         if np.isnan(bad) or np.isinf(bad):
             assert f"the first is at index {at}" in str(refused.value)
         np.testing.assert_array_equal(holed[at], bad)  # the caller's array is untouched
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int32, np.float32, np.float64])
+def test_threaded_extremes_match_numpy_wherever_the_extremes_lie(dtype):
+    """The threaded, blocked scan of a large array returns NumPy's min and max exactly,
+    with the extremes in the first, the last or a block-straddling position, and NaN
+    wherever it lies; a non-contiguous view takes NumPy's own path."""
+    from napari_diffuse import intensity
+
+    size = intensity._PARALLEL_ELEMENTS + 12345  # parts and blocks end unevenly
+    block = intensity._BLOCK_BYTES // np.dtype(dtype).itemsize
+    info = np.iinfo(dtype) if np.dtype(dtype).kind in "iu" else np.finfo(dtype)
+    base = np.full(size, 3, dtype)
+    for low_at, high_at in ((0, size - 1), (block - 1, block), (size - 1, size // 2 + 5)):
+        a = base.copy()
+        a[low_at], a[high_at] = info.min, info.max
+        assert intensity.extremes(a) == (float(info.min), float(info.max))
+        assert intensity.extremes(a[::2]) == (float(a[::2].min()), float(a[::2].max()))
+    if np.dtype(dtype).kind == "f":
+        for nan_at in (0, block, size - 1):
+            a = base.copy()
+            a[nan_at] = np.nan
+            low, high = intensity.extremes(a)
+            assert np.isnan(low) and np.isnan(high), nan_at

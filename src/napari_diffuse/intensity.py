@@ -598,7 +598,11 @@ def peak_magnitude(a: np.ndarray) -> float:
 
 #: Arrays of at least this many elements are reduced by :func:`extremes` on several threads.
 _PARALLEL_ELEMENTS = 1 << 22
-_BLOCK_ELEMENTS = 1 << 16  # min and max of one block: its second read hits the cache
+#: Each thread of :func:`extremes` takes the min and the max of blocks of this many bytes:
+#: the second read hits the core's cache, and the block is large enough that the two
+#: NumPy calls per block do not dominate (2 cores, 64x2048x2048 uint16: 64K-element
+#: blocks 98.9 ms, 1 MB blocks 33.9 ms; 6000x4000 RGBA float32: 46.4 ms -> 21.9 ms).
+_BLOCK_BYTES = 1 << 20
 
 
 @functools.cache
@@ -638,8 +642,9 @@ def _elementwise(function, values: np.ndarray, dtype) -> np.ndarray:
 
 def _block_extremes(flat: np.ndarray, start: int, stop: int) -> tuple[float, float]:
     lows, highs = [], []
-    for a in range(start, stop, _BLOCK_ELEMENTS):
-        block = flat[a:min(a + _BLOCK_ELEMENTS, stop)]
+    step = max(1, _BLOCK_BYTES // flat.itemsize)
+    for a in range(start, stop, step):
+        block = flat[a:min(a + step, stop)]
         lows.append(block.min())
         highs.append(block.max())
     return float(np.min(lows)), float(np.max(highs))
