@@ -65,8 +65,9 @@ def main(argv=None) -> None:
             for block in blocks:
                 intensity._BLOCK_BYTES = _block_bytes(block, array.itemsize)
                 assert intensity.extremes(array) == (float(array.min()), float(array.max()))
-                scan = _median(lambda: intensity.extremes(array), args.repeat)
-                check = _median(lambda: intensity.check_image(array, axis, None), args.repeat)
+                scan = _median(lambda a=array: intensity.extremes(a), args.repeat)
+                check = _median(lambda a=array, c=axis: intensity.check_image(a, c, None),
+                                args.repeat)
                 row += f" {scan * 1e3:20.1f} {check * 1e3:22.1f}"
             print(row, flush=True)
     finally:
