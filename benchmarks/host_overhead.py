@@ -27,7 +27,8 @@ from napari_diffuse import DiffuseParams, diffuse, intensity
 from napari_diffuse.plan import make_plan
 
 
-def _median(run, repeat: int) -> float:
+def median_time(run, repeat: int) -> float:
+    """Median seconds of ``repeat`` calls of ``run()``, after one warm-up call."""
     run()
     times = []
     for _ in range(repeat):
@@ -77,7 +78,7 @@ def main(argv=None) -> dict:
     }
     results = {}
     for name, run in steps.items():
-        results[name] = _median(run, args.repeat)
+        results[name] = median_time(run, args.repeat)
         print(f"{name:45s} {results[name] * 1e3:8.1f} ms", flush=True)
     print(f"{'diffuse() - solver':45s} "
           f"{(results['diffuse()'] - results['solver, host to host']) * 1e3:8.1f} ms")

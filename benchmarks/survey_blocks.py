@@ -15,22 +15,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
 
 import numpy as np
+from host_overhead import median_time  # this folder: run as a script
 
 from napari_diffuse import intensity
-
-
-def _median(run, repeat: int) -> float:
-    run()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def _block_bytes(spec: str, itemsize: int) -> int:
@@ -65,8 +54,8 @@ def main(argv=None) -> None:
             for block in blocks:
                 intensity._BLOCK_BYTES = _block_bytes(block, array.itemsize)
                 assert intensity.extremes(array) == (float(array.min()), float(array.max()))
-                scan = _median(lambda a=array: intensity.extremes(a), args.repeat)
-                check = _median(lambda a=array, c=axis: intensity.check_image(a, c, None),
+                scan = median_time(lambda a=array: intensity.extremes(a), args.repeat)
+                check = median_time(lambda a=array, c=axis: intensity.check_image(a, c, None),
                                 args.repeat)
                 row += f" {scan * 1e3:20.1f} {check * 1e3:22.1f}"
             print(row, flush=True)
