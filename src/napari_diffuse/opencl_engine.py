@@ -774,7 +774,9 @@ class Engine:
 
         The planes stream through the device in batches of :attr:`stack_batch`: while a
         batch computes, the next one uploads and the previous one downloads, on their own
-        queues and host threads, so the transfers hide behind the kernels. Each B-spline
+        queues and host threads, so that the transfers can overlap the kernels (on an
+        NVIDIA H200 the next batch's uploads were measured waiting for the running batch
+        instead: ``benchmarks/results/issue11_2026-12-06.md``). Each B-spline
         and PDE launch runs the whole batch (fewer launches, fewer gaps between them);
         the per-plane steps (mask, inpainting start, divergence checks) run plane by
         plane on views of the batch. ``masks`` holds one mask (or None) per plane;
