@@ -38,6 +38,14 @@ def median_time(run, repeat: int) -> float:
     return statistics.median(times)
 
 
+def in_dtype(values: np.ndarray, dtype) -> np.ndarray:
+    """0..1 float ``values`` as ``dtype``: integers span their dtype's whole range."""
+    dtype = np.dtype(dtype)
+    if dtype.kind in "ui":
+        return np.rint(values * np.iinfo(dtype).max).astype(dtype)
+    return values.astype(dtype, copy=False)
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="6000x4000", help="WIDTHxHEIGHT")
@@ -49,12 +57,8 @@ def main(argv=None) -> dict:
                         help="the image's dtype: integers span their whole range")
     args = parser.parse_args(argv)
     width, height = (int(v) for v in args.size.lower().split("x"))
-    image = np.random.default_rng(0).random((height, width, 4), dtype=np.float32)
-    dtype = np.dtype(args.dtype)
-    if dtype.kind in "ui":
-        image = np.rint(image * np.iinfo(dtype).max).astype(dtype)
-    else:
-        image = image.astype(dtype)
+    image = in_dtype(np.random.default_rng(0).random((height, width, 4), dtype=np.float32),
+                     args.dtype)
     layout = intensity.check_image(image, -1, "dtype")
     work = intensity.to_planes(image, layout)
     overrides = {} if args.iterations is None else {"iterations": args.iterations}

@@ -56,6 +56,7 @@ from pathlib import Path
 
 import numpy as np
 import pyopencl as cl
+from host_overhead import in_dtype  # this folder: run as a script
 
 from napari_diffuse import DiffuseParams
 from napari_diffuse.opencl_devices import select_device
@@ -206,9 +207,7 @@ def stack_run(device, engine: Engine, spec: str, repeat: int,
     per_plane = statistics.median(solver) / count
     apis = {}
     for dtype in (np.dtype(d) for d in dtypes):
-        given = stack if dtype == np.float32 else (
-            np.rint(stack * np.iinfo(dtype).max).astype(dtype) if dtype.kind in "ui"
-            else stack.astype(dtype))
+        given = in_dtype(stack, dtype)
         apis[dtype.name] = _median_seconds(
             lambda given=given: diffuse(given, preset="denoise: medium", backend="opencl"),
             repeat)
