@@ -27,15 +27,20 @@ from napari_diffuse import DiffuseParams, diffuse, intensity
 from napari_diffuse.plan import make_plan
 
 
-def median_time(run, repeat: int) -> float:
-    """Median seconds of ``repeat`` calls of ``run()``, after one warm-up call."""
+def wall_times(run, repeat: int) -> list[float]:
+    """Seconds of each of ``repeat`` calls of ``run()``, after one warm-up call."""
     run()
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
         run()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return times
+
+
+def median_time(run, repeat: int) -> float:
+    """Median seconds of ``repeat`` calls of ``run()``, after one warm-up call."""
+    return statistics.median(wall_times(run, repeat))
 
 
 def in_dtype(values: np.ndarray, dtype) -> np.ndarray:

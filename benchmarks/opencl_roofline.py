@@ -51,12 +51,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from pathlib import Path
 
 import numpy as np
 import pyopencl as cl
-from host_overhead import in_dtype  # this folder: run as a script
+from host_overhead import in_dtype, wall_times  # this folder: run as a script
 
 from napari_diffuse import DiffuseParams
 from napari_diffuse.opencl_devices import select_device
@@ -159,21 +158,11 @@ def device_profile(engine: Engine, image: np.ndarray, plan, bandwidth: float) ->
                 worst_pass=min(p["efficiency"] for p in passes))
 
 
-def _median_seconds(run, repeat: int) -> list[float]:
-    run()  # warm-up
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return times
-
-
 def time_api(preset: str, image: np.ndarray, repeat: int) -> list[float]:
     """Wall seconds of napari_diffuse.diffuse, host array in and out, whole planes."""
     from napari_diffuse import diffuse
 
-    return _median_seconds(lambda: diffuse(image, preset=preset, channel_axis=-1,
+    return wall_times(lambda: diffuse(image, preset=preset, channel_axis=-1,
                                            backend="opencl", exact=True), repeat)
 
 
@@ -193,12 +182,12 @@ def stack_run(device, engine: Engine, spec: str, repeat: int,
         profiled.solve(stack[0, ..., None], plan)
     plane_kernels = sum(v for (kind, _), v in profile.seconds().items()
                         if kind in ("bspline", "pde"))
-    plane_host = statistics.median(_median_seconds(
+    plane_host = statistics.median(wall_times(
         lambda: engine.solve(stack[0, ..., None], plan), repeat))
     batches = {}
     for batch in (1, 4, 8):
         engine.stack_batch = batch
-        batches[batch] = _median_seconds(
+        batches[batch] = wall_times(
             lambda: engine.solve_planes(stack[..., None], plan), repeat)
         print(f"  solve_planes, {batch} plane(s) per launch: median "
               f"{statistics.median(batches[batch]):.3f} s", flush=True)
@@ -208,7 +197,7 @@ def stack_run(device, engine: Engine, spec: str, repeat: int,
     apis = {}
     for dtype in (np.dtype(d) for d in dtypes):
         given = in_dtype(stack, dtype)
-        apis[dtype.name] = _median_seconds(
+        apis[dtype.name] = wall_times(
             lambda given=given: diffuse(given, preset="denoise: medium", backend="opencl"),
             repeat)
     api = apis[np.dtype(dtypes[0]).name]
@@ -411,7 +400,7 @@ def main(argv=None) -> dict:
         image = rng.random((height, width, channels), dtype=np.float32)
         for preset in presets:
             plan = make_plan(DiffuseParams.from_preset(preset))
-            times = _median_seconds(lambda: engine.solve(image, plan), args.repeat)  # noqa: B023
+            times = wall_times(lambda: engine.solve(image, plan), args.repeat)  # noqa: B023
             profile = device_profile(engine, image, plan, bandwidth)
             run = dict(preset=preset, channels=channels, iterations=plan.iterations,
                        scales=plan.scales, host_to_host_s=times,

@@ -402,7 +402,7 @@ def test_the_opencl_path_checks_the_input_on_its_device(opencl_device, monkeypat
 def test_threaded_extremes_match_numpy_wherever_the_extremes_lie(dtype):
     """The threaded, blocked scan of a large array returns NumPy's min and max exactly,
     with the extremes in the first, the last or a block-straddling position, and NaN
-    wherever it lies; a non-contiguous view takes NumPy's own path."""
+    wherever it lies; a large strided view sees only its own elements."""
     from napari_diffuse import intensity
 
     size = intensity._PARALLEL_ELEMENTS + 12345  # parts and blocks end unevenly
@@ -413,7 +413,12 @@ def test_threaded_extremes_match_numpy_wherever_the_extremes_lie(dtype):
         a = base.copy()
         a[low_at], a[high_at] = info.min, info.max
         assert intensity.extremes(a) == (float(info.min), float(info.max))
-        assert intensity.extremes(a[::2]) == (float(a[::2].min()), float(a[::2].max()))
+        # a large strided view: its extremes are 1 and 5; the dtype's extremes sit
+        # between its elements, where a scan of the underlying buffer would find them
+        wide = np.full(2 * size, 3, dtype)
+        wide[2 * low_at], wide[2 * high_at] = 1, 5
+        wide[2 * low_at + 1], wide[2 * high_at + 1] = info.min, info.max
+        assert intensity.extremes(wide[::2]) == (1.0, 5.0)
     if np.dtype(dtype).kind == "f":
         for nan_at in (0, block, size - 1):
             a = base.copy()
