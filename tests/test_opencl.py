@@ -384,6 +384,52 @@ def test_staging_moves_chunks_and_reports_failures(engine):
         staging.close()
 
 
+def test_an_upload_waits_for_the_last_copy_out_of_each_slot_it_refills(engine, monkeypatch):
+    """``Staging.upload`` returns while copies may still read its pinned slots (NVIDIA runs
+    them later; PoCL before the enqueue returns, so a deferred copy stands in for the
+    device): the next upload waits for a slot's last copy before it refills the slot."""
+    import pyopencl as cl
+
+    real_copy = cl.enqueue_copy
+    deferred = []
+
+    class DeferredCopy:
+        """A non-blocking upload that reads its slot only when waited for."""
+
+        def __init__(self, args, kwargs):
+            self.args, self.kwargs, self.done = args, {**kwargs, "is_blocking": True}, False
+
+        def wait(self):
+            if not self.done:
+                real_copy(*self.args, **self.kwargs)
+                self.done = True
+
+    def enqueue_copy(*args, **kwargs):
+        if kwargs.get("is_blocking", True):
+            return real_copy(*args, **kwargs)
+        deferred.append(DeferredCopy(args, kwargs))
+        return deferred[-1]
+
+    monkeypatch.setattr(opencl_transfer.Staging, "CHUNK", 4096)
+    monkeypatch.setattr(opencl_transfer.Staging, "MIN_CHUNK", 4096)
+    monkeypatch.setattr(cl, "enqueue_copy", enqueue_copy)
+    staging = opencl_transfer.Staging(engine.context, engine.queue)
+    planes = np.random.default_rng(6).integers(0, 256, (3, (staging.SLOTS + 4) * 4096), np.uint8)
+    buffers = [cl.Buffer(engine.context, cl.mem_flags.READ_WRITE, plane.nbytes) for plane in planes]
+    try:
+        for plane, buffer in zip(planes, buffers, strict=True):
+            staging.upload(buffer, plane)  # 20 chunks: the slots wrap within and across calls
+        assert sum(not copy.done for copy in deferred) == staging.SLOTS  # the last call's
+        for copy in deferred:
+            copy.wait()  # the device catches up
+        for plane, buffer in zip(planes, buffers, strict=True):
+            back = np.zeros_like(plane)
+            staging.download(back, buffer)
+            np.testing.assert_array_equal(back, plane)
+    finally:
+        staging.close()
+
+
 def test_progress_reports_every_iteration(engine):
     plan = make_plan(DiffuseParams(iterations=5, radius=4, first=0.2))
     calls = []

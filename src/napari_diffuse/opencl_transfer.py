@@ -45,6 +45,10 @@ class Staging:
                                             (chunk,), np.uint8)[0] for b in self.buffers]
         self.workers = min(8, os.cpu_count() or 1)
         self.pool = concurrent.futures.ThreadPoolExecutor(self.workers, "napari-diffuse-staging")
+        # each slot's last upload copy, which may still be reading it when upload returns,
+        # and the slot the next upload starts at (the one its last chunks left longest ago)
+        self.pending: list[cl.Event | None] = [None] * self.SLOTS
+        self.next_slot = 0
 
     def _starts(self, size: int) -> range:
         """Where the chunks of a ``size``-byte transfer start: spread over the workers, at
@@ -52,38 +56,42 @@ class Staging:
         chunk = min(self.chunk, max(self.MIN_CHUNK, -(-size // self.workers)))
         return range(0, size, chunk)
 
-    def _run(self, task, count: int) -> None:
+    def _run(self, task, count: int) -> list:
         """``task(i, earlier)`` for chunks ``0 .. count - 1``, ``earlier`` being the future
-        of the chunk that used the same slot last (None for the first ones): on the pool,
-        or on this thread for a single chunk (no hand-over). Waits for every task, then
-        raises the first error."""
+        of the chunk that used the same slot last in this call (None for the first ones):
+        on the pool, or on this thread for a single chunk (no hand-over). Waits for every
+        task, then raises the first error or returns their results."""
         if count == 1:
-            task(0, None)
-            return
+            return [task(0, None)]
         futures: list[concurrent.futures.Future] = []
         for i in range(count):
             earlier = futures[i - self.SLOTS] if i >= self.SLOTS else None
             futures.append(self.pool.submit(task, i, earlier))
         concurrent.futures.wait(futures)
-        for future in futures:
-            future.result()
+        return [future.result() for future in futures]
 
     def upload(self, buffer, host: np.ndarray, offset: int = 0) -> None:
         """Enqueue ``host``'s bytes into ``buffer`` at ``offset``; returns once the last
         chunk is enqueued (its copy may still run: wait on the queue)."""
         data = host.reshape(-1).view(np.uint8)
         starts = self._starts(data.size)
+        first = self.next_slot
 
         def chunk(i: int, earlier):
-            if earlier is not None:
-                earlier.result().wait()  # the slot's last chunk has reached the device
+            slot = (first + i) % self.SLOTS
+            last = earlier.result() if earlier is not None else self.pending[slot]
+            if last is not None:
+                last.wait()  # the slot's last chunk, of this call or an earlier one, has left it
             part = data[starts[i]:starts[i] + starts.step]
-            stage = self.views[i % self.SLOTS][:part.size]
+            stage = self.views[slot][:part.size]
             np.copyto(stage, part)
             return cl.enqueue_copy(self.queue, buffer, stage, dst_offset=offset + starts[i],
                                    is_blocking=False)
 
-        self._run(chunk, len(starts))
+        events = self._run(chunk, len(starts))
+        for i in range(max(0, len(events) - self.SLOTS), len(events)):
+            self.pending[(first + i) % self.SLOTS] = events[i]
+        self.next_slot = (first + len(events)) % self.SLOTS
 
     def download(self, host: np.ndarray, buffer, wait_for=None) -> None:
         """Copy ``buffer`` into ``host`` (after ``wait_for``); returns when ``host`` holds it."""
