@@ -673,18 +673,18 @@ class Engine:
         (:func:`~napari_diffuse.intensity.to_working`, ``from_working``). Bit for bit the
         same either way.
         """
-        if layout is not None:
+        if layout is not None:  # mapped on the device only in one piece, beside its input
             image = np.ascontiguousarray(image)
-            on_device = self.maps_units(layout) and len(
-                self._tiles(image.shape, plan.full_reach, plan, images=2) or ()) == 1
-            if not on_device:
+            tiles = self._tiles(image.shape, plan.full_reach, plan, images=2) \
+                if self.maps_units(layout) else None
+            if tiles is None or len(tiles) > 1:
                 return self._on_host(lambda work: self.solve(
                     work, plan, mask, origin=origin, full_width=full_width, progress=progress,
                     checkpoints=checkpoints), image, layout)
         else:
             image = np.ascontiguousarray(image, dtype=F32)
+            tiles = self._tiles(image.shape, plan.full_reach, plan)
         full_width = image.shape[1] if full_width is None else full_width
-        tiles = self._tiles(image.shape, plan.full_reach, plan)
         if tiles is None:
             self._warn_too_large(image.shape, plan.full_reach)
             return numpy_solver.solve(image, plan, mask, origin=origin, full_width=full_width,
