@@ -127,6 +127,18 @@ def test_matches_numpy_any_channels_and_size(engine, shape, settings):
     _close(out, numpy_solver.solve(image, plan))
 
 
+def test_the_device_holds_only_the_buffers_the_passes_use(engine):
+    """One scale needs no second low-frequency buffer: a fresh engine allocates none, counts
+    none in its bytes per pixel, and matches NumPy."""
+    plan = make_plan(DiffuseParams(iterations=2, radius=0, radius_center=0, first=0.2))
+    assert plan.scales == 1
+    fresh = opencl_solver.Engine(engine.device)
+    image = _image((31, 27, 3), seed=3)
+    _close(fresh.solve(image, plan), numpy_solver.solve(image, plan))
+    assert {"lf0", "hf0"} <= set(fresh._buffers) and "lf1" not in fresh._buffers
+    assert opencl_solver.device_bytes_per_pixel(plan, 3) == 4 * 3 * (1 + 2) + 1
+
+
 @pytest.mark.parametrize("vector_width", [1, 2, 4, 8])
 @pytest.mark.parametrize("precise", [True, False])
 def test_every_vector_width_gives_the_same_result(engine, vector_width, precise):

@@ -78,8 +78,10 @@ Progress = Callable[[int, int], None]
 
 
 def _workspace_names(plan: Plan) -> list[str]:
-    """The buffers of :attr:`Plan.passes` but the image: ``lf0``, ``lf1``, ``hf<s>``."""
-    return ["lf0", "lf1", *(f"hf{s}" for s in range(plan.scales))]
+    """The buffers :attr:`Plan.passes` use but the image's (``input``, ``output``), in the
+    order they first appear: ``lf0``, ``hf0``, ``lf1`` (not for one scale), ``hf1``..."""
+    used = dict.fromkeys(name for step in plan.passes for name in (*step.reads, *step.writes))
+    return [name for name in used if name not in ("input", "output")]
 
 
 def _local_size(kernel: cl.Kernel, device, cap: int) -> int:
