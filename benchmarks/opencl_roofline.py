@@ -55,7 +55,7 @@ from pathlib import Path
 
 import numpy as np
 import pyopencl as cl
-from host_overhead import in_dtype, wall_times  # this folder: run as a script
+from host_overhead import in_dtype, median_time, wall_times  # this folder: run as a script
 
 from napari_diffuse import DiffuseParams
 from napari_diffuse.opencl_devices import select_device
@@ -163,7 +163,7 @@ def time_api(preset: str, image: np.ndarray, repeat: int) -> list[float]:
     from napari_diffuse import diffuse
 
     return wall_times(lambda: diffuse(image, preset=preset, channel_axis=-1,
-                                           backend="opencl", exact=True), repeat)
+                                      backend="opencl", exact=True), repeat)
 
 
 def stack_run(device, engine: Engine, spec: str, repeat: int,
@@ -182,8 +182,7 @@ def stack_run(device, engine: Engine, spec: str, repeat: int,
         profiled.solve(stack[0, ..., None], plan)
     plane_kernels = sum(v for (kind, _), v in profile.seconds().items()
                         if kind in ("bspline", "pde"))
-    plane_host = statistics.median(wall_times(
-        lambda: engine.solve(stack[0, ..., None], plan), repeat))
+    plane_host = median_time(lambda: engine.solve(stack[0, ..., None], plan), repeat)
     batches = {}
     for batch in (1, 4, 8):
         engine.stack_batch = batch

@@ -56,7 +56,7 @@ def main(argv=None) -> None:
                 assert intensity.extremes(array) == (float(array.min()), float(array.max()))
                 scan = median_time(lambda a=array: intensity.extremes(a), args.repeat)
                 check = median_time(lambda a=array, c=axis: intensity.check_image(a, c, None),
-                                args.repeat)
+                                    args.repeat)
                 row += f" {scan * 1e3:20.1f} {check * 1e3:22.1f}"
             print(row, flush=True)
     finally:
