@@ -296,3 +296,17 @@ def test_auto_overlap_is_within_the_strict_reach():
         assert 0 < tiling.influence_depth(params, plan) == cut.wanted_depth < strict
 
 
+
+
+@pytest.mark.parametrize("radius, workspaces", [
+    (0, ("lf0", "hf0")), (4, ("lf0", "hf0", "lf1", "hf1", "hf2", "hf3"))])
+def test_the_host_budget_counts_only_the_buffers_the_passes_use(radius, workspaces):
+    """``Plan.workspaces`` names every buffer of ``Plan.passes`` but the image's, and the
+    NumPy solver's bytes per pixel count those (one scale: no second low-frequency buffer)."""
+    plan = make_plan(DiffuseParams(iterations=2, radius=radius, radius_center=0, first=0.2))
+    assert plan.workspaces == workspaces
+    used = {name for step in plan.passes for name in (*step.reads, *step.writes)}
+    assert used == {"input", "output", *workspaces}
+    two_scales = make_plan(DiffuseParams(iterations=2, radius=1, radius_center=0, first=0.2))
+    assert (tiling.solver_bytes_per_pixel(two_scales, 1) - tiling.solver_bytes_per_pixel(plan, 1)
+            == 4 * (len(two_scales.workspaces) - len(workspaces)))

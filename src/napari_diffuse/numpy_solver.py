@@ -41,14 +41,14 @@ TILES_ON_DEVICE = False
 #: The caller checks the input for NaN, Inf and the working range
 #: (:func:`napari_diffuse.intensity.check_values`).
 CHECKS_ON_DEVICE = False
-#: float32 image-sized buffers a run holds beyond its wavelet scales: input, output, two
-#: low-frequency levels, two iteration buffers, padded copies and strips, the mask start.
-_EXTRA_BUFFERS = 10
+#: float32 image-sized buffers a run holds beyond :attr:`Plan.workspaces`: input, output,
+#: two iteration buffers, padded copies and strips, the mask start.
+_EXTRA_BUFFERS = 8
 
 
 def bytes_per_pixel(plan: Plan, channels: int) -> int:
     """Host bytes a run of ``plan`` holds per pixel: one float32 per buffer and channel."""
-    return 4 * channels * (plan.scales + _EXTRA_BUFFERS)
+    return 4 * channels * (len(plan.workspaces) + _EXTRA_BUFFERS)
 
 F32 = np.float32
 _BSPLINE = tuple(F32(w) for w in (1 / 16, 4 / 16, 6 / 16, 4 / 16, 1 / 16))
@@ -312,10 +312,10 @@ def keep_saturated(result: np.ndarray, original: np.ndarray, mask: np.ndarray | 
 
 
 def _one_iteration(src: np.ndarray, out: np.ndarray, plan: Plan, mask: np.ndarray | None,
-                   hf: list[np.ndarray], lf: tuple[np.ndarray, np.ndarray]) -> None:
-    """One iteration from ``src`` into ``out``, pass by pass as :attr:`Plan.passes` says."""
-    buffers = {"input": src, "output": out, "lf0": lf[0], "lf1": lf[1],
-               **{f"hf{s}": h for s, h in enumerate(hf)}}
+                   workspace: dict[str, np.ndarray]) -> None:
+    """One iteration from ``src`` into ``out``, pass by pass as :attr:`Plan.passes` says,
+    through ``workspace`` (an array per name in :attr:`Plan.workspaces`)."""
+    buffers = {"input": src, "output": out, **workspace}
     for step in plan.passes:
         if step.kind == "bspline":
             (level,), (low, high) = step.reads, step.writes
@@ -368,15 +368,14 @@ def solve(image: np.ndarray, plan: Plan, mask: np.ndarray | None = None, *,
     mask = _mask_or_luminance(mask, image, plan)
     if mask is not None:
         image = inpaint_start(image, mask, origin, full_width)
-    hf = [np.empty_like(image) for _ in range(plan.scales)]
-    lf = (np.empty_like(image), np.empty_like(image))
+    workspace = {name: np.empty_like(image) for name in plan.workspaces}
     buffers = (np.empty_like(image), np.empty_like(image))
     current = image
     for it in range(plan.iterations):
         target = buffers[it % 2]
         # a diverging run overflows between checks: the check below reports it
         with np.errstate(over="ignore", invalid="ignore"):
-            _one_iteration(current, target, plan, mask, hf, lf)
+            _one_iteration(current, target, plan, mask, workspace)
         current = target
         if it + 1 in checks:
             check_divergence(current, plan, it + 1, bound)

@@ -77,13 +77,6 @@ STACK_BATCH = {"GPU": 8, "CPU": 1}
 Progress = Callable[[int, int], None]
 
 
-def _workspace_names(plan: Plan) -> list[str]:
-    """The buffers :attr:`Plan.passes` use but the image's (``input``, ``output``), in the
-    order they first appear: ``lf0``, ``hf0``, ``lf1`` (not for one scale), ``hf1``..."""
-    used = dict.fromkeys(name for step in plan.passes for name in (*step.reads, *step.writes))
-    return [name for name in used if name not in ("input", "output")]
-
-
 def _local_size(kernel: cl.Kernel, device, cap: int) -> int:
     """The largest power of two at most ``cap`` that ``kernel`` runs in one work-group."""
     largest = kernel.get_work_group_info(cl.kernel_work_group_info.WORK_GROUP_SIZE, device)
@@ -95,7 +88,7 @@ def device_bytes_per_pixel(plan: Plan, channels: int, images: int = 1,
     """Device bytes a run of ``plan`` holds per pixel: ``images`` image buffers (the
     iteration runs in place) and, per workspace, the wavelet buffers of
     :attr:`Plan.passes` and one mask byte."""
-    return 4 * channels * (images + workspaces * len(_workspace_names(plan))) + workspaces
+    return 4 * channels * (images + workspaces * len(plan.workspaces)) + workspaces
 
 
 @dataclasses.dataclass
@@ -424,7 +417,7 @@ class Engine:
         return buffer
 
     def _workspace(self, plan: Plan, nbytes: int) -> dict[str, cl.Buffer]:
-        return {name: self._buffer(name, nbytes) for name in _workspace_names(plan)}
+        return {name: self._buffer(name, nbytes) for name in plan.workspaces}
 
     def _tiles(self, shape: tuple[int, int, int], overlap: int, plan: Plan | None,
                images: int = 1, workspaces: int = 1) -> list[Tile] | None:
@@ -833,7 +826,7 @@ class Engine:
             up, down = self._stack_transfers
             slots = [self._buffer(f"image{k}", stride * batch) for k in range(3)]
             work = {name: self._buffer(name, stride * batch)
-                    for name in _workspace_names(plan)}
+                    for name in plan.workspaces}
             mask_all = self._buffer("mask", mask_stride * batch)
             program = self._program_for(shape[2])
             views = [[slot.get_sub_region(i * stride, nbytes) for i in range(batch)]

@@ -203,6 +203,13 @@ class Plan:
         """One iteration's passes and buffers: :func:`iteration_passes`."""
         return iteration_passes(self.scales)
 
+    @property
+    def workspaces(self) -> tuple[str, ...]:
+        """The buffers :attr:`passes` use besides the image's (``input``, ``output``), in
+        the order they first appear: ``lf0``, ``hf0``, ``lf1`` (not for one scale), ``hf1``..."""
+        used = dict.fromkeys(name for step in self.passes for name in (*step.reads, *step.writes))
+        return tuple(name for name in used if name not in ("input", "output"))
+
 
 @dataclasses.dataclass(frozen=True)
 class Pass:
