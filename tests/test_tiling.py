@@ -296,8 +296,6 @@ def test_auto_overlap_is_within_the_strict_reach():
         assert 0 < tiling.influence_depth(params, plan) == cut.wanted_depth < strict
 
 
-
-
 @pytest.mark.parametrize("radius, workspaces", [
     (0, ("lf0", "hf0")), (4, ("lf0", "hf0", "lf1", "hf1", "hf2", "hf3"))])
 def test_the_host_budget_counts_only_the_buffers_the_passes_use(radius, workspaces):

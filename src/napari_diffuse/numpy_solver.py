@@ -36,7 +36,7 @@ from .plan import (
 __all__ = ["CHECKS_ON_DEVICE", "TILES_ON_DEVICE", "bytes_per_pixel", "check_divergence",
            "inpaint_start", "keep_saturated", "solve", "variance_map"]
 
-#: This solver's buffers (about ``scales + 10`` image copies) live in host memory.
+#: This solver's buffers (:func:`bytes_per_pixel`) live in host memory.
 TILES_ON_DEVICE = False
 #: The caller checks the input for NaN, Inf and the working range
 #: (:func:`napari_diffuse.intensity.check_values`).
