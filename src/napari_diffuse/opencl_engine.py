@@ -9,8 +9,8 @@ through the device in batches (:meth:`Engine.solve_planes`): the next batch uplo
 previous one downloads, on their own queues and host threads, while the current one
 computes, each kernel launch running every plane of the batch. Planes of 8- or 16-bit integers
 may come in the caller's dtype (``solve`` and ``solve_planes`` with ``layout``): they cross the
-bus as they are and are mapped to and from working units on the device (kernels/units.cl), bit
-for bit as on the host.
+bus as they are and are mapped to and from working units on the device
+(:mod:`.opencl_units`), bit for bit as on the host.
 """
 
 from __future__ import annotations
@@ -37,12 +37,10 @@ from .opencl_program import (
     NARROW_SHAPE,
     PDE_SHAPE,
     PRECISE,
-    UNIT_TYPES,
-    UNITS_FILE,
     KernelShape,
     Program,
-    build,
     device_kind,
+    largest_local_size,
     pde_shape,
     plan_options,
     read_source,
@@ -51,6 +49,7 @@ from .opencl_program import (
 )
 from .opencl_tiles import Tile, plan_tiles
 from .opencl_transfer import Transfers
+from .opencl_units import DeviceUnits
 from .plan import (
     VARIANCE_MAP_REACH,
     Checkpoints,
@@ -75,12 +74,6 @@ _PEAK_GROUPS, _PEAK_LOCAL = 1024, 256
 STACK_BATCH = {"GPU": 8, "CPU": 1}
 
 Progress = Callable[[int, int], None]
-
-
-def _local_size(kernel: cl.Kernel, device, cap: int) -> int:
-    """The largest power of two at most ``cap`` that ``kernel`` runs in one work-group."""
-    largest = kernel.get_work_group_info(cl.kernel_work_group_info.WORK_GROUP_SIZE, device)
-    return 1 << (min(cap, largest).bit_length() - 1)
 
 
 def device_bytes_per_pixel(plan: Plan, channels: int, images: int = 1,
@@ -256,8 +249,7 @@ class Engine:
         self._profile: Profile | None = None
         self._toucher: concurrent.futures.ThreadPoolExecutor | None = None
         self._alive: list = []  # host arrays a non-blocking copy still reads
-        # per OpenCL integer type: kernel and work-group size by name, None if it fails
-        self._unit_kernels: dict[str, dict[str, tuple[cl.Kernel, int]] | None] = {}
+        self._units = DeviceUnits(self.context, device, self._folder)
         #: Planes of a stack that each B-spline and PDE launch runs (:meth:`solve_planes`).
         self.stack_batch = STACK_BATCH[kind] if stack_batch is None else int(stack_batch)
 
@@ -299,38 +291,21 @@ class Engine:
 
     def maps_units(self, layout: Layout) -> bool:
         """Whether this device maps ``layout``'s values to and from working units itself
-        (kernels/units.cl), bit for bit as the host would for finite values: 8- and 16-bit
-        integers that :func:`~napari_diffuse.intensity.maps_in_float32`, on a device with
-        double precision, where the program builds (its file in the kernel folder: else
-        the host maps them, as before)."""
-        return (layout.dtype in UNIT_TYPES and intensity.maps_in_float32(layout)
-                and "cl_khr_fp64" in self.device.extensions
-                and self._units_kernels(layout.dtype) is not None)
+        (:meth:`~napari_diffuse.opencl_units.DeviceUnits.maps`; else the host maps them)."""
+        return self._units.maps(layout)
 
-    def _units_kernels(self, dtype: np.dtype) -> dict[str, tuple[cl.Kernel, int]] | None:
-        """The caller-units kernels for ``dtype`` with their work-group sizes, built on first
-        use; None where the program is missing or fails to build (remembered)."""
-        type_name = UNIT_TYPES[np.dtype(dtype)]
-        if type_name not in self._unit_kernels:
-            try:
-                source = (self._folder / UNITS_FILE).read_text()
-                program = build(self.context, self.device, source, (f"-DCALLER_T={type_name}",))
-                kernels = {k: cl.Kernel(program, k) for k in ("to_working", "from_working")}
-            except (OSError, cl.Error):
-                self._unit_kernels[type_name] = None
-            else:
-                self._unit_kernels[type_name] = {
-                    k: (kernel, _local_size(kernel, self.device, 256))
-                    for k, kernel in kernels.items()}
-        return self._unit_kernels[type_name]
+    def _to_working(self, caller_buf, buffer, n: int, layout: Layout) -> cl.Event:
+        """Enqueue the mapping of ``n`` caller's values in ``caller_buf`` to working units
+        in ``buffer``; return its event."""
+        event = self._units.to_working(self.queue, caller_buf, buffer, n, layout)
+        self._record("to_working", event)
+        return event
 
-    def _map_units(self, name: str, dtype: np.dtype, args: tuple, n: int) -> cl.Event:
-        """Enqueue caller-units kernel ``name`` for ``dtype`` over ``n`` values (one work
-        item each); return its event."""
-        kernel, local = self._units_kernels(dtype)[name]
-        kernel.set_args(*args, np.int32(n))
-        event = cl.enqueue_nd_range_kernel(self.queue, kernel, (round_up(n, local),), (local,))
-        self._record(name, event)
+    def _from_working(self, buffer, caller_buf, n: int, layout: Layout) -> cl.Event:
+        """Enqueue the mapping of ``n`` working values in ``buffer`` to the caller's
+        integers in ``caller_buf``; return its event."""
+        event = self._units.from_working(self.queue, buffer, caller_buf, n, layout)
+        self._record("from_working", event)
         return event
 
     @staticmethod
@@ -352,22 +327,6 @@ class Engine:
         event = transfers.upload(caller_buf, src, record=self._recorder)
         cl.enqueue_barrier(self.queue, wait_for=[event])
         return self._to_working(caller_buf, buffer, src.size, layout)
-
-    def _to_working(self, caller_buf, buffer, n: int, layout: Layout) -> cl.Event:
-        """Enqueue the mapping of ``n`` caller's values in ``caller_buf`` to working units
-        in ``buffer``. ``scale`` goes as a double (kernels/units.cl says why)."""
-        return self._map_units("to_working", layout.dtype,
-                               (caller_buf, buffer, F32(layout.offset),
-                                np.float64(F32(layout.scale))), n)
-
-    def _from_working(self, buffer, caller_buf, n: int, layout: Layout) -> cl.Event:
-        """Enqueue the mapping of ``n`` working values in ``buffer`` to the caller's
-        integers in ``caller_buf`` (rounded, clipped to the dtype)."""
-        info = np.iinfo(layout.dtype)
-        return self._map_units("from_working", layout.dtype,
-                               (buffer, caller_buf, np.float64(layout.scale),
-                                np.float64(layout.offset), np.float64(info.min),
-                                np.float64(info.max)), n)
 
     def _download_caller(self, result: np.ndarray, buffer, layout: Layout | None) -> None:
         """The float32 ``buffer`` into ``result``: as it is, or, with ``layout``, mapped to
@@ -497,7 +456,7 @@ class Engine:
         pending: a ``peak`` reduction, then ``_PEAK_GROUPS`` floats or fewer downloaded
         without blocking (the queue is in order, so every check can reuse one buffer)."""
         kernel = program.kernels["peak"]
-        local = _local_size(kernel, self.device, _PEAK_LOCAL)
+        local = largest_local_size(kernel, self.device, _PEAK_LOCAL)
         groups = max(1, min(_PEAK_GROUPS, -(-n // (local * 16))))
         peaks_buf = self._buffer("peaks", 4 * _PEAK_GROUPS)
         kernel.set_args(buffer, np.int32(n), peaks_buf, cl.LocalMemory(4 * local))

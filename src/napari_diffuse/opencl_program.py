@@ -19,18 +19,13 @@ import pyopencl as cl
 from .opencl_devices import OpenCLUnavailable
 from .plan import ISOTROPIC
 
-__all__ = ["KERNEL_FILES", "KERNEL_NAMES", "UNITS_FILE", "UNIT_TYPES", "NARROW_SHAPE",
-           "KernelShape", "Program", "active_orders", "build", "device_kind", "pde_shape",
-           "plan_options", "read_source", "shared_context"]
+__all__ = ["KERNEL_FILES", "KERNEL_NAMES", "NARROW_SHAPE", "KernelShape", "Program",
+           "active_orders", "build", "device_kind", "largest_local_size", "pde_shape",
+           "plan_options", "read_source", "round_up", "shared_context"]
 
 #: The kernel sources, concatenated in this order into one program.
 KERNEL_FILES = ("common.cl", "bspline.cl", "pde.cl", "inpaint.cl", "variance.cl",
                 "divergence.cl")
-#: The caller-units program (8- and 16-bit integers to and from working units), built on
-#: its own for each integer type: ``-DCALLER_T=`` the OpenCL type of :data:`UNIT_TYPES`.
-UNITS_FILE = "units.cl"
-UNIT_TYPES = {np.dtype(np.uint8): "uchar", np.dtype(np.int8): "char",
-              np.dtype(np.uint16): "ushort", np.dtype(np.int16): "short"}
 KERNEL_NAMES = ("bspline_level", "pde_step", "luminance_mask", "inpaint_noise", "keep_saturated",
                 "variance_map", "peak")
 #: Precise arithmetic (no fused multiply-add, correctly rounded division and square root)
@@ -230,4 +225,11 @@ class Program:
 
 
 def round_up(n: int, multiple: int) -> int:
+    """``n`` rounded up to a multiple of ``multiple``."""
     return -(-n // multiple) * multiple
+
+
+def largest_local_size(kernel: cl.Kernel, device, cap: int) -> int:
+    """The largest power of two at most ``cap`` that ``kernel`` runs in one work-group."""
+    largest = kernel.get_work_group_info(cl.kernel_work_group_info.WORK_GROUP_SIZE, device)
+    return 1 << (min(cap, largest).bit_length() - 1)
