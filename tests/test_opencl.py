@@ -660,6 +660,55 @@ def test_stack_streams_with_the_plane_results(engine, staged, batch, monkeypatch
                                   kept[:2])
 
 
+def test_the_stack_pipeline_refills_a_slot_only_after_its_download(engine):
+    """Batches through :class:`StackPipeline` with no compute between them come back as
+    they went; with slow downloads, no upload overwrites a slot before the batch it held
+    has been downloaded."""
+    import threading
+    import time
+
+    import pyopencl as cl
+
+    from napari_diffuse.opencl_stack import SLOTS, StackPipeline
+    from napari_diffuse.opencl_transfer import Transfers
+
+    planes = _image((7, 12, 10, 2), seed=21)
+    groups = [range(b, min(b + 2, 7)) for b in range(0, 7, 2)]  # 4 batches of 2, 2, 2, 1
+    nbytes = planes[0].nbytes
+    views = [[cl.Buffer(engine.context, cl.mem_flags.READ_WRITE, nbytes) for _ in range(2)]
+             for _ in range(SLOTS)]
+    events, lock = [], threading.Lock()
+
+    class Logged(Transfers):
+        def upload(self, buffer, host, record=None):
+            with lock:
+                events.append(("upload", buffer.int_ptr))
+            return super().upload(buffer, host, record)
+
+        def download(self, host, buffer, wait_for=None, record=None):
+            time.sleep(0.02)  # the download lags: uploads run ahead if nothing holds them
+            super().download(host, buffer, wait_for, record)
+            with lock:
+                events.append(("downloaded", buffer.int_ptr))
+
+    transfers = tuple(Logged(engine.context, cl.CommandQueue(engine.context), staged=False)
+                      for _ in range(2))
+    out = np.zeros_like(planes)
+    pipeline = StackPipeline(planes, out, groups, views, transfers, np.dtype(np.float32))
+    try:
+        for g in range(len(groups)):
+            cl.enqueue_barrier(engine.queue, wait_for=pipeline.uploaded(g))
+            pipeline.download(g, cl.enqueue_marker(engine.queue))
+        pipeline.finish()
+    finally:
+        pipeline.close()
+    np.testing.assert_array_equal(out, planes)
+    # batch 3 refills slot 0: only after batch 0's two planes came back
+    first_reuse = events.index(("upload", views[0][0].int_ptr), 1)
+    assert events[:first_reuse].count(("downloaded", views[0][0].int_ptr)) == 1
+    assert ("downloaded", views[0][1].int_ptr) in events[:first_reuse]
+
+
 @pytest.mark.parametrize("batch", [1, 3])
 def test_stack_divergence_stops_the_stream(engine, batch):
     from napari_diffuse.errors import DivergenceError

@@ -6,11 +6,11 @@ them), and the result is downloaded once. An image too large for the device is p
 in overlapping tiles (:mod:`.opencl_tiles`) that give the whole-image result; when even
 that cannot fit, the NumPy solver runs it, with a warning. A stack of planes streams
 through the device in batches (:meth:`Engine.solve_planes`): the next batch uploads and the
-previous one downloads, on their own queues and host threads, while the current one
-computes, each kernel launch running every plane of the batch. Planes of 8- or 16-bit integers
-may come in the caller's dtype (``solve`` and ``solve_planes`` with ``layout``): they cross the
-bus as they are and are mapped to and from working units on the device
-(:mod:`.opencl_units`), bit for bit as on the host.
+previous one downloads, on their own queues and host threads (:mod:`.opencl_stack`), while
+the current one computes, each kernel launch running every plane of the batch. Planes of
+8- or 16-bit integers may come in the caller's dtype (``solve`` and ``solve_planes`` with
+``layout``): they cross the bus as they are and are mapped to and from working units on the
+device (:mod:`.opencl_units`), bit for bit as on the host.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ from .opencl_program import (
     round_up,
     shared_context,
 )
+from .opencl_stack import SLOTS, StackPipeline
 from .opencl_tiles import Tile, plan_tiles
 from .opencl_transfer import Transfers
 from .opencl_units import DeviceUnits
@@ -727,8 +728,9 @@ class Engine:
         """:meth:`solve` on every plane of a ``(N, H, W, C)`` stack; returns ``(N, H, W, C)``.
 
         The planes stream through the device in batches of :attr:`stack_batch`: while a
-        batch computes, the next one uploads and the previous one downloads, on their own
-        queues and host threads, so that the transfers can overlap the kernels (on an
+        batch computes, the next ones upload and the previous one downloads, on their own
+        queues and host threads (:class:`~napari_diffuse.opencl_stack.StackPipeline`), so
+        that the transfers can overlap the kernels (on an
         NVIDIA H200 the next batch's uploads were measured waiting for the running batch
         instead: ``benchmarks/results/issue11_2026-12-06.md``). Each B-spline
         and PDE launch runs the whole batch (fewer launches, fewer gaps between them);
@@ -764,9 +766,10 @@ class Engine:
         caller_bytes = planes.itemsize * int(np.prod(shape)) if layout is not None else 0
         caller_stride = round_up(caller_bytes, align)
         while True:  # the largest batch that fits the device in one piece
-            # the caller's values: 3 slots of a batch, and one plane for keep_saturated
+            # the caller's values: a batch per slot, and one plane for keep_saturated
             tiles = self._tiles(shape, plan.full_reach, plan,
-                                images=3 * batch + -(-(3 * batch + 1) * caller_bytes // nbytes),
+                                images=SLOTS * batch
+                                + -(-(SLOTS * batch + 1) * caller_bytes // nbytes),
                                 workspaces=batch)
             if batch == 1 or (tiles is not None and len(tiles) == 1):
                 break
@@ -782,8 +785,7 @@ class Engine:
             if self._stack_transfers is None:
                 self._stack_transfers = (Transfers(self.context, self._new_queue(), self._staged),
                                          Transfers(self.context, self._new_queue(), self._staged))
-            up, down = self._stack_transfers
-            slots = [self._buffer(f"image{k}", stride * batch) for k in range(3)]
+            slots = [self._buffer(f"image{k}", stride * batch) for k in range(SLOTS)]
             work = {name: self._buffer(name, stride * batch)
                     for name in plan.workspaces}
             mask_all = self._buffer("mask", mask_stride * batch)
@@ -794,49 +796,24 @@ class Engine:
             # of each slot's planes, mapped on the device
             caller_views = views
             if layout is not None:
-                callers = [self._buffer(f"caller{k}", caller_stride * batch) for k in range(3)]
+                callers = [self._buffer(f"caller{k}", caller_stride * batch)
+                           for k in range(SLOTS)]
                 caller_views = [[c.get_sub_region(i * caller_stride, caller_bytes)
                                  for i in range(batch)] for c in callers]
             hf0 = [work["hf0"].get_sub_region(i * stride, nbytes) for i in range(batch)]
             mask_views = [mask_all.get_sub_region(i * mask_stride, mask_bytes)
                           for i in range(batch)]
-            record = self._recorder
-            uploads: dict[int, concurrent.futures.Future] = {}
-            downloads: dict[int, concurrent.futures.Future] = {}
-            pool_up = concurrent.futures.ThreadPoolExecutor(1, "napari-diffuse-upload")
-            pool_down = concurrent.futures.ThreadPoolExecutor(1, "napari-diffuse-download")
-            contiguous: dict[int, np.ndarray] = {}
-
-            def upload(g):
-                before = downloads.get(g - 3)
-                if before is not None:
-                    before.result()  # the slot is free once its last batch is downloaded
-                events = []
-                for i, p in enumerate(groups[g]):
-                    contiguous[p] = np.ascontiguousarray(
-                        planes[p], dtype=planes.dtype if layout is not None else F32)
-                    events.append(up.upload(caller_views[g % 3][i], contiguous[p],
-                                            record=record))
-                return events
-
-            def download(g, done):
-                for i, p in enumerate(groups[g]):
-                    down.download(out[p], caller_views[g % 3][i], wait_for=[done],
-                                  record=record)
-                    contiguous.pop(p, None)
-
+            pipeline = StackPipeline(planes, out, groups, caller_views, self._stack_transfers,
+                                     out.dtype, self._recorder)
             judges: list = []
             n = int(np.prod(shape))
             try:
-                for g in range(min(2, len(groups))):
-                    uploads[g] = pool_up.submit(upload, g)
                 for g, group in enumerate(groups):
-                    if g + 2 < len(groups):
-                        uploads[g + 2] = pool_up.submit(upload, g + 2)
-                    image_views = views[g % 3][:len(group)]
-                    cl.enqueue_barrier(self.queue, wait_for=uploads[g].result())
+                    image_views = views[g % SLOTS][:len(group)]
+                    cl.enqueue_barrier(self.queue, wait_for=pipeline.uploaded(g))
                     if layout is not None:
-                        for caller, view in zip(caller_views[g % 3], image_views, strict=False):
+                        for caller, view in zip(caller_views[g % SLOTS], image_views,
+                                                strict=False):
                             self._to_working(caller, view, n, layout)
                     bounds = [self._peak(program, view, n) for view in image_views]
                     use_mask = 0
@@ -845,31 +822,29 @@ class Engine:
                                                        masks[p], (0, 0), shape[1],
                                                        mask_views[i])
                     judges.append(self._iterate(
-                        program, slots[g % 3], work, mask_all, use_mask, shape, plan, 0.0,
-                        report(group[0]), None, slot=(g % 3, len(group)),
+                        program, slots[g % SLOTS], work, mask_all, use_mask, shape, plan, 0.0,
+                        report(group[0]), None, slot=(g % SLOTS, len(group)),
                         batch=(len(group), stride // 4, mask_stride), views=image_views,
                         bounds=bounds))
                     for i, p in enumerate(group):
-                        self._finish_tile(program, contiguous[p], image_views[i], hf0[i],
-                                          mask_views[i], use_mask, shape, plan,
+                        self._finish_tile(program, pipeline.host_plane(p), image_views[i],
+                                          hf0[i], mask_views[i], use_mask, shape, plan,
                                           self._transfers, layout)
                         if layout is not None:
-                            self._from_working(image_views[i], caller_views[g % 3][i], n,
+                            self._from_working(image_views[i], caller_views[g % SLOTS][i], n,
                                                layout)
                     done = cl.enqueue_marker(self.queue)
                     self.queue.flush()
-                    downloads[g] = pool_down.submit(download, g, done)
+                    pipeline.download(g, done)
                     # judge the previous batch while this one keeps the device busy
                     if len(judges) > 1:
                         judges.pop(0)()
                 while judges:
                     judges.pop(0)()
-                for g in range(len(groups)):
-                    downloads[g].result()
+                pipeline.finish()
             finally:
-                pool_up.shutdown(wait=True, cancel_futures=True)
-                pool_down.shutdown(wait=True, cancel_futures=True)
-                for queue in (self.queue, up.queue, down.queue):
+                pipeline.close()
+                for queue in (self.queue, *(t.queue for t in self._stack_transfers)):
                     queue.finish()
                 self._alive.clear()
         return out

@@ -8,11 +8,12 @@ the device with its transfers hidden behind the kernels, and ``solve(..., layout
 where :func:`maps_units`: a caller's 8- or 16-bit integers mapped to and from working
 units on the device (``kernels/units.cl``).
 
-The work lives in five modules: :mod:`.opencl_tiles` (tile planning, pure arithmetic),
+The work lives in six modules: :mod:`.opencl_tiles` (tile planning, pure arithmetic),
 :mod:`.opencl_program` (kernel sources, build options, kernel tables; programs built once
 per process and device), :mod:`.opencl_transfer` (direct and pinned, staged copies),
-:mod:`.opencl_units` (integers mapped to and from working units on the device) and
-:mod:`.opencl_engine` (the :class:`Engine`: device buffers and whole runs). This module
+:mod:`.opencl_units` (integers mapped to and from working units on the device),
+:mod:`.opencl_stack` (a stack's batches uploaded ahead of and downloaded behind the
+compute) and :mod:`.opencl_engine` (the :class:`Engine`: device buffers and whole runs). This module
 keeps the shared engine, built on first use for the device that
 :func:`napari_diffuse.opencl_devices.select_device` picks; :func:`configure` changes the
 device, the kernel folder or the allocation limit.

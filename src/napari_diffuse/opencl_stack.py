@@ -1,0 +1,109 @@
+"""A stack's batches of planes kept moving to and from the OpenCL device.
+
+:meth:`napari_diffuse.opencl_engine.Engine.solve_planes` computes a stack batch after batch on
+the engine's queue. :class:`StackPipeline` moves the batches around that compute: batch ``g``
+lives in device slot ``g % SLOTS``; while it computes, the next ``AHEAD`` batches upload and
+the previous one downloads, each direction on its own queue and host thread. A slot is refilled
+only once its last batch has been downloaded.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import pyopencl as cl
+
+from .opencl_transfer import Transfers
+
+__all__ = ["SLOTS", "StackPipeline"]
+
+#: Device slots of a stack's batches: one computing, one uploading, one downloading.
+SLOTS = 3
+#: Batches uploaded ahead of the one computing.
+AHEAD = SLOTS - 1
+
+
+class StackPipeline:
+    """Uploads ahead of and downloads behind the compute of a stack's batches.
+
+    Parameters
+    ----------
+    planes : ndarray, shape (N, H, W, C)
+        The stack.
+    out : ndarray, shape (N, H, W, C)
+        Where each plane's result is downloaded.
+    groups : sequence of range
+        The planes of each batch, in order.
+    views : sequence of sequences of pyopencl.Buffer
+        Per slot, the device region of each plane of a batch: what crosses the bus.
+    transfers : (Transfers, Transfers)
+        The uploads' and the downloads' queues.
+    dtype : dtype
+        The planes' dtype on the bus (``out``'s).
+    record : callable, optional
+        Receives each copy's timing (:class:`~napari_diffuse.opencl_transfer.Transfers`).
+    """
+
+    def __init__(self, planes: np.ndarray, out: np.ndarray, groups: Sequence[range],
+                 views: Sequence[Sequence], transfers: tuple[Transfers, Transfers],
+                 dtype: np.dtype, record: Callable | None = None):
+        self.planes, self.out, self.groups, self.views = planes, out, groups, views
+        self.up, self.down = transfers
+        self.dtype, self.record = dtype, record
+        self._uploads: dict[int, concurrent.futures.Future] = {}
+        self._downloads: dict[int, concurrent.futures.Future] = {}
+        self._host: dict[int, np.ndarray] = {}  # planes as uploaded, until downloaded
+        self._upload_thread = concurrent.futures.ThreadPoolExecutor(1, "napari-diffuse-upload")
+        self._download_thread = concurrent.futures.ThreadPoolExecutor(
+            1, "napari-diffuse-download")
+
+    def _prefetch(self, g: int) -> None:
+        if g < len(self.groups) and g not in self._uploads:
+            self._uploads[g] = self._upload_thread.submit(self._upload, g)
+
+    def _upload(self, g: int) -> list[cl.Event]:
+        before = self._downloads.get(g - SLOTS)
+        if before is not None:
+            before.result()  # the slot is free once its last batch is downloaded
+        events = []
+        for i, p in enumerate(self.groups[g]):
+            self._host[p] = np.ascontiguousarray(self.planes[p], dtype=self.dtype)
+            events.append(self.up.upload(self.views[g % SLOTS][i], self._host[p],
+                                         record=self.record))
+        return events
+
+    def uploaded(self, g: int) -> list[cl.Event]:
+        """The events that complete batch ``g``'s uploads, once they are all enqueued; the
+        uploads of the :data:`AHEAD` batches after it start (in order) on the upload
+        thread."""
+        for ahead in range(g, g + AHEAD + 1):
+            self._prefetch(ahead)
+        return self._uploads[g].result()
+
+    def host_plane(self, p: int) -> np.ndarray:
+        """Plane ``p`` as it was uploaded (contiguous, in :attr:`dtype`), until its
+        download is enqueued."""
+        return self._host[p]
+
+    def download(self, g: int, done: cl.Event) -> None:
+        """Download batch ``g`` into ``out`` once ``done`` completes, on the download
+        thread."""
+        self._downloads[g] = self._download_thread.submit(self._download, g, done)
+
+    def _download(self, g: int, done: cl.Event) -> None:
+        for i, p in enumerate(self.groups[g]):
+            self.down.download(self.out[p], self.views[g % SLOTS][i], wait_for=[done],
+                               record=self.record)
+            self._host.pop(p, None)
+
+    def finish(self) -> None:
+        """Wait for every download; raise the first failure."""
+        for g in range(len(self.groups)):
+            self._downloads[g].result()
+
+    def close(self) -> None:
+        """Stop both threads, dropping the transfers not yet started."""
+        self._upload_thread.shutdown(wait=True, cancel_futures=True)
+        self._download_thread.shutdown(wait=True, cancel_futures=True)
