@@ -694,7 +694,7 @@ def test_the_stack_pipeline_refills_a_slot_only_after_its_download(engine):
     transfers = tuple(Logged(engine.context, cl.CommandQueue(engine.context), staged=False)
                       for _ in range(2))
     out = np.zeros_like(planes)
-    pipeline = StackPipeline(planes, out, groups, views, transfers, np.dtype(np.float32))
+    pipeline = StackPipeline(planes, out, groups, views, transfers)
     try:
         for g in range(len(groups)):
             cl.enqueue_barrier(engine.queue, wait_for=pipeline.uploaded(g))

@@ -5,7 +5,7 @@ one B-spline pass writing LF and HF and one PDE pass, as :attr:`Plan.passes` sch
 them), and the result is downloaded once. An image too large for the device is processed
 in overlapping tiles (:mod:`.opencl_tiles`) that give the whole-image result; when even
 that cannot fit, the NumPy solver runs it, with a warning. A stack of planes streams
-through the device in batches (:meth:`Engine.solve_planes`): the next batch uploads and the
+through the device in batches (:meth:`Engine.solve_planes`): the next batches upload and the
 previous one downloads, on their own queues and host threads (:mod:`.opencl_stack`), while
 the current one computes, each kernel launch running every plane of the batch. Planes of
 8- or 16-bit integers may come in the caller's dtype (``solve`` and ``solve_planes`` with
@@ -804,7 +804,7 @@ class Engine:
             mask_views = [mask_all.get_sub_region(i * mask_stride, mask_bytes)
                           for i in range(batch)]
             pipeline = StackPipeline(planes, out, groups, caller_views, self._stack_transfers,
-                                     out.dtype, self._recorder)
+                                     self._recorder)
             judges: list = []
             n = int(np.prod(shape))
             try:

@@ -21,7 +21,8 @@ __all__ = ["SLOTS", "StackPipeline"]
 
 #: Device slots of a stack's batches: one computing, one uploading, one downloading.
 SLOTS = 3
-#: Batches uploaded ahead of the one computing.
+#: Batches whose uploads are started ahead of the one computing: the second of them waits
+#: for the slot being downloaded.
 AHEAD = SLOTS - 1
 
 
@@ -39,19 +40,17 @@ class StackPipeline:
     views : sequence of sequences of pyopencl.Buffer
         Per slot, the device region of each plane of a batch: what crosses the bus.
     transfers : (Transfers, Transfers)
-        The uploads' and the downloads' queues.
-    dtype : dtype
-        The planes' dtype on the bus (``out``'s).
+        The uploads' and the downloads' transfers, each on its own queue.
     record : callable, optional
         Receives each copy's timing (:class:`~napari_diffuse.opencl_transfer.Transfers`).
     """
 
     def __init__(self, planes: np.ndarray, out: np.ndarray, groups: Sequence[range],
                  views: Sequence[Sequence], transfers: tuple[Transfers, Transfers],
-                 dtype: np.dtype, record: Callable | None = None):
+                 record: Callable | None = None):
         self.planes, self.out, self.groups, self.views = planes, out, groups, views
         self.up, self.down = transfers
-        self.dtype, self.record = dtype, record
+        self.record = record
         self._uploads: dict[int, concurrent.futures.Future] = {}
         self._downloads: dict[int, concurrent.futures.Future] = {}
         self._host: dict[int, np.ndarray] = {}  # planes as uploaded, until downloaded
@@ -69,7 +68,7 @@ class StackPipeline:
             before.result()  # the slot is free once its last batch is downloaded
         events = []
         for i, p in enumerate(self.groups[g]):
-            self._host[p] = np.ascontiguousarray(self.planes[p], dtype=self.dtype)
+            self._host[p] = np.ascontiguousarray(self.planes[p], dtype=self.out.dtype)
             events.append(self.up.upload(self.views[g % SLOTS][i], self._host[p],
                                          record=self.record))
         return events
@@ -83,8 +82,8 @@ class StackPipeline:
         return self._uploads[g].result()
 
     def host_plane(self, p: int) -> np.ndarray:
-        """Plane ``p`` as it was uploaded (contiguous, in :attr:`dtype`), until its
-        download is enqueued."""
+        """Plane ``p`` as it was uploaded (contiguous, in ``out``'s dtype), kept until the
+        plane has been downloaded."""
         return self._host[p]
 
     def download(self, g: int, done: cl.Event) -> None:
