@@ -128,11 +128,11 @@ def sweep(label: str, program: Program, name: str, mults) -> None:
     buffers = (*bufs, mask, np.int32(0)) if kind == "pde" else tuple(bufs)
     row = []
     for mult in mults:
-        size, geometry = program.rows_geometry(name, H, W, C, mult)
+        size, local, geometry = program.rows_geometry(name, H, W, C, mult)
         kernel = program.kernels[name]
         kernel.set_args(*buffers, *geometry, *constants[kind])
         try:
-            t = timed(kernel, size, program.local[name] + (1,))
+            t = timed(kernel, size, local)
         except cl.Error as error:  # a shape the device refuses: report, go on
             row.append(f"mult {mult}: {type(error).__name__}")
             continue

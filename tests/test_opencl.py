@@ -9,6 +9,7 @@ darktable parity of every reference file through ``backend="opencl"`` is in
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -141,9 +142,12 @@ def test_the_device_holds_only_the_buffers_the_passes_use(engine):
 
 @pytest.mark.parametrize("vector_width", [1, 2, 4, 8])
 @pytest.mark.parametrize("precise", [True, False])
-def test_every_vector_width_gives_the_same_result(engine, vector_width, precise):
+@pytest.mark.parametrize("channels", [3, 8])
+def test_every_vector_width_gives_the_same_result(engine, vector_width, precise, channels):
+    """Packs straddle pixels (3 channels) or lie inside one (8: the border packs' one
+    clamped vector load): every width gives the 1-float result."""
     plan = make_plan(DiffuseParams(**RANDOM_SETTINGS[0]))
-    image = _image((23, 31, 3), seed=3)
+    image = _image((23, 31, channels), seed=3)
     wide, narrow = (opencl_solver.Engine(engine.device, vector_width=width, precise=precise)
                     for width in (vector_width, 1))
     out = wide.solve(image, plan)
@@ -623,6 +627,23 @@ def test_every_rows_per_item_gives_the_same_result(engine, rows, shape):
     np.testing.assert_array_equal(many.solve(image, plan), one.solve(image, plan))
     np.testing.assert_array_equal(many.solve(image, plan, mask), one.solve(image, plan, mask))
     np.testing.assert_array_equal(many.variance_map(image, plan), one.variance_map(image, plan))
+
+
+@pytest.mark.parametrize(("height", "mult", "local"), [
+    (4000, 1, (32, 4, 1)), (4000, 512, (64, 2, 1)), (300, 256, (128, 1, 1)),
+    (37, 64, (128, 1, 1))])
+def test_coarse_dilations_trade_work_group_rows_for_packs(engine, height, mult, local):
+    """A row class with fewer blocks of rows than the work-group has rows (8 rows at
+    dilation 512 in 4000: 2 blocks of 4) gets a work-group of the same size with more
+    packs, so that no work item waits idle for a row."""
+    program = opencl_solver.Engine(engine.device, rows=4, vector_width=4, local_size=(32, 4),
+                                   precise=False)._program_for(4)
+    assert program.local["bspline_level"] == (32, 4)
+    size, fitted, geometry = program.rows_geometry("bspline_level", height, 600, 4, mult)
+    assert fitted == local
+    assert all(n % m == 0 for n, m in zip(size, fitted, strict=True))
+    rows_per_class = math.ceil(height / min(mult, height))
+    assert size[1] - math.ceil(rows_per_class / 4) < fitted[1]
 
 
 def test_rows_per_item_is_checked(engine):

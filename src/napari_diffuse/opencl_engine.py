@@ -397,10 +397,11 @@ class Engine:
     # -- kernels ---------------------------------------------------------------------------
 
     def _launch(self, program: Program, name: str, global_size, args, kind: str | None = None,
-                scale: int = -1) -> cl.Event:
+                scale: int = -1, local: tuple[int, ...] | None = None) -> cl.Event:
         kernel = program.kernels[name]
         kernel.set_args(*args)
-        local = program.local[name] + (1,) * (len(global_size) - 2)
+        if local is None:
+            local = program.local[name]
         event = cl.enqueue_nd_range_kernel(self.queue, kernel, global_size, local)
         if kind is not None:
             self._record(kind, event, scale)
@@ -472,12 +473,11 @@ class Engine:
             return input_peak
         return input_bound(input_peak.value())
 
-    def _bound(self, program: Program, name: str, global_size, args, key) -> _Bound:
+    def _bound(self, program: Program, name: str, global_size, local, args, key) -> _Bound:
         """Kernel object ``key`` of ``name`` with ``args`` set, to enqueue again and again
         (the engine's lock keeps one run at a time on the pool)."""
         kernel = program.pooled(name, key)
         kernel.set_args(*args)
-        local = program.local[name] + (1,) * (len(global_size) - 2)
         return _Bound(kernel, global_size, local, name.split("_")[0], key[0])
 
     def _iteration_kernels(self, program: Program, image_buf, work: dict, mask_buf,
@@ -522,8 +522,8 @@ class Engine:
         """Filtering kernel ``name`` at dilation ``mult`` bound to its arguments (buffers,
         geometry, constants)."""
         planes, plane_stride, _ = batch
-        size, geometry = program.rows_geometry(name, *shape, mult, planes, plane_stride)
-        return self._bound(program, name, size, (*buffers, *geometry, *constants), key)
+        size, local, geometry = program.rows_geometry(name, *shape, mult, planes, plane_stride)
+        return self._bound(program, name, size, local, (*buffers, *geometry, *constants), key)
 
     def _iteration(self, kernels: list[_Bound]) -> cl.Event:
         """Enqueue one iteration's kernels; return the last one's event."""
@@ -878,8 +878,9 @@ class Engine:
                                      None if mask is None else mask[tile.rows, tile.cols],
                                      (origin[0] + tile.rows.start, origin[1] + tile.cols.start),
                                      full_width)
-                    size, geometry = program.rows_geometry("bspline_level", *shape, 1)
-                    self._launch(program, "bspline_level", size, (image_buf, lf, hf, *geometry))
+                    size, local, geometry = program.rows_geometry("bspline_level", *shape, 1)
+                    self._launch(program, "bspline_level", size, (image_buf, lf, hf, *geometry),
+                                 local=local)
                     self._launch(program, "variance_map",
                                  program.pixels_geometry("variance_map", h, w),
                                  (hf, map_buf, np.int32(w), np.int32(h), np.int32(channels),

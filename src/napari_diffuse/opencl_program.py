@@ -202,21 +202,29 @@ class Program:
 
     def rows_geometry(self, name: str, height: int, width: int, channels: int, mult: int,
                       planes: int = 1, plane_stride: int = 0):
-        """Global size and geometry arguments of a filtering kernel at dilation ``mult``:
-        packs of floats x blocks of :attr:`rows` ranks in the row's class x (batch plane,
-        row class), for ``planes`` planes ``plane_stride`` floats apart (see
-        kernels/common.cl)."""
+        """Global size, work-group size and geometry arguments of a filtering kernel at
+        dilation ``mult``: packs of floats x blocks of :attr:`rows` ranks in the row's class
+        x (batch plane, row class), for ``planes`` planes ``plane_stride`` floats apart (see
+        kernels/common.cl).
+
+        Where a class has fewer blocks than the fitted work-group has rows (coarse scales:
+        at dilation 512 a 4000-row image has 8 rows a class, 2 blocks of 4), the work-group
+        trades rows for packs, same size, so that no work item is idle for want of rows.
+        """
         classes = min(mult, height)
         per_class = -(-height // classes)
+        blocks = -(-per_class // self.rows)
         lx, ly = self.local[name]
+        while ly > 1 and ly // 2 >= blocks:
+            lx, ly = 2 * lx, ly // 2
         packs = -(-width * channels // self.vector_width)
-        size = (round_up(packs, lx), round_up(-(-per_class // self.rows), ly),
-                classes * planes)
+        size = (round_up(packs, lx), round_up(blocks, ly), classes * planes)
         # rows and every neighbour (multiples of mult pixels away) start on whole packs
         aligned = (width * channels) % self.vector_width == 0 \
             and (channels * mult) % self.vector_width == 0
-        return size, (np.int32(width), np.int32(height), np.int32(channels), np.int32(mult),
-                      np.int32(classes), np.int32(aligned), np.int32(plane_stride))
+        return size, (lx, ly, 1), (np.int32(width), np.int32(height), np.int32(channels),
+                                   np.int32(mult), np.int32(classes), np.int32(aligned),
+                                   np.int32(plane_stride))
 
     def pixels_geometry(self, name: str, height: int, width: int) -> tuple[int, int]:
         """Global size of a kernel with one work item per pixel."""
