@@ -135,8 +135,7 @@ INLINE bool pack_is_interior(const pack_t pack, int reach, int width, int channe
            && pack.first + VEC <= (width - reach) * channels;
 }
 
-/* The pack's neighbour `dx` pixels to the right in `row` (left for dx < 0), clamped.
- * Border packs gather float by float, unless the channels are a multiple of VEC. */
+/* The pack's neighbour `dx` pixels to the right in `row` (left for dx < 0), clamped. */
 INLINE vec_t load_pack(global const float *row, const pack_t pack, int dx, int width,
                        int channels, bool interior)
 {
@@ -148,16 +147,6 @@ INLINE vec_t load_pack(global const float *row, const pack_t pack, int dx, int w
 #endif
         return vload_vec(0, start);
     }
-#if VEC > 1
-    if (channels % VEC == 0)
-    {
-        /* the pack is VEC channels of one pixel: one aligned load from the clamped pixel */
-        const int column = pack.first / channels;
-        const int start = clamp(column + dx, 0, width - 1) * channels
-                          + (pack.first - column * channels);
-        return *(global const vec_t *)(row + start);
-    }
-#endif
     ivec_t channel;
     const ivec_t column = pack_columns(pack, channels, &channel);
     const ivec_t index = clamp(column + dx, 0, width - 1) * channels + channel;
