@@ -94,7 +94,12 @@ class Staging:
         self.next_slot = (first + len(events)) % self.SLOTS
 
     def download(self, host: np.ndarray, buffer, wait_for=None) -> None:
-        """Copy ``buffer`` into ``host`` (after ``wait_for``); returns when ``host`` holds it."""
+        """Copy ``buffer`` into ``host`` after ``wait_for``; returns when ``host`` holds it.
+
+        The calling thread waits for ``wait_for`` once, before the chunks: chunks that
+        each waited for it in their blocking copies made a 64-plane stack stream 3-4 %
+        slower on an H100 (``benchmarks/results/issue11_2026-12-06.md``).
+        """
         data = host.reshape(-1).view(np.uint8)
         starts = self._starts(data.size)
 
@@ -103,10 +108,11 @@ class Staging:
                 earlier.result()  # the slot's last chunk has been copied out
             part = data[starts[i]:starts[i] + starts.step]
             stage = self.views[i % self.SLOTS][:part.size]
-            cl.enqueue_copy(self.queue, stage, buffer, src_offset=starts[i], is_blocking=True,
-                            wait_for=wait_for)
+            cl.enqueue_copy(self.queue, stage, buffer, src_offset=starts[i], is_blocking=True)
             np.copyto(part, stage)
 
+        if wait_for:
+            cl.wait_for_events(wait_for)
         self._run(chunk, len(starts))
 
     def close(self) -> None:
