@@ -647,7 +647,7 @@ def test_coarse_dilations_trade_work_group_rows_for_packs(engine, height, mult, 
     program = opencl_solver.Engine(engine.device, rows=4, vector_width=4, local_size=(32, 4),
                                    precise=False)._program_for(4)
     assert program.local["bspline_level"] == (32, 4)
-    size, fitted, geometry = program.rows_geometry("bspline_level", height, 600, 4, mult)
+    size, fitted, _ = program.rows_geometry("bspline_level", height, 600, 4, mult)
     assert fitted == local
     assert all(n % m == 0 for n, m in zip(size, fitted, strict=True))
     rows_per_class = math.ceil(height / min(mult, height))

@@ -98,7 +98,7 @@ class Staging:
 
         The calling thread waits for ``wait_for`` once, before the chunks: chunks that
         each waited for it in their blocking copies made a 64-plane stack stream 3-4 %
-        slower on an H100 (``benchmarks/results/issue11_2026-12-06.md``).
+        slower on an H100 (``benchmarks/results/h100_download_wait_2026-12-07.log``).
         """
         data = host.reshape(-1).view(np.uint8)
         starts = self._starts(data.size)
