@@ -693,7 +693,6 @@ def test_the_stack_pipeline_refills_a_slot_only_after_its_download(engine):
     """Batches through :class:`StackPipeline` with no compute between them come back as
     they went; with slow downloads, no upload overwrites a slot before the batch it held
     has been downloaded."""
-    import threading
     import time
 
     import pyopencl as cl

@@ -153,10 +153,10 @@ class Transfers:
             if record is not None:
                 record("download", event)
             return
-        if record is not None and wait_for:
-            cl.wait_for_events(wait_for)  # time the copy alone
+        if wait_for:
+            cl.wait_for_events(wait_for)  # before the clock: time the copy alone
         start = time.perf_counter()
-        self.staging.download(host, buffer, wait_for=wait_for)
+        self.staging.download(host, buffer)
         if record is not None:
             record("download", time.perf_counter() - start)
 
