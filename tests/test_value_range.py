@@ -117,8 +117,10 @@ def test_none_keeps_0_1_and_full_range_data_as_stored(image):
     (np.linspace(-0.2, 1, 1000, dtype=np.float32).reshape(20, 50), None),
     (np.linspace(-0.5, 1, 1000, dtype=np.float32).reshape(20, 50), "largely negative"),
     (np.full((8, 8), 100.0, np.float32), None),              # constant: nothing to map
+    # outliers beyond the bounds, percentiles within them: as stored
+    (np.concatenate([np.linspace(0, 1, 4998), [100, -5]]).reshape(50, 100), None),
 ], ids=["uint16 quarter", "uint16 above", "int16", "int16 full", "float 10", "float 20",
-        "float -0.2", "float -0.5", "constant"])
+        "float -0.2", "float -0.5", "constant", "float outliers"])
 def test_detection_thresholds(image, found):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -323,6 +325,22 @@ def _count_full_passes(monkeypatch, size: int) -> list[int]:
                         lambda a: (passes.append(a.size) if a.size >= size else None,
                                    real(a))[1])
     return passes
+
+
+def test_a_float_sample_within_the_bounds_needs_no_percentiles(monkeypatch):
+    """Percentiles lie between the sample's extremes: a sample within -0.25..16 decides
+    "dtype" without them; one value beyond sends the sample to the percentiles."""
+    from napari_diffuse import intensity
+
+    found = []
+    real = intensity._tail_percentiles
+    monkeypatch.setattr(intensity, "_tail_percentiles",
+                        lambda sample: found.append(sample.size) or real(sample))
+    image = np.random.default_rng(3).random((300, 200, 3), dtype=np.float32) * 16.0
+    image[0, 0] = -0.25
+    assert (check_image(image, -1).offset, found) == (0.0, [])
+    image[0, 0] = 16.5
+    assert (check_image(image, -1).offset, found) == (0.0, [image.size])
 
 
 def test_the_survey_reads_every_value_only_when_it_needs_them(monkeypatch):
