@@ -343,6 +343,42 @@ def test_a_float_sample_within_the_bounds_needs_no_percentiles(monkeypatch):
     assert (check_image(image, -1).offset, found) == (0.0, [image.size])
 
 
+def test_an_integer_sample_above_a_quarter_needs_no_full_read(monkeypatch):
+    """A uint16 sample above a quarter of 65535 keeps "dtype" without reading every value;
+    a maximum the sample misses is still found by reading them all."""
+    rng = np.random.default_rng(4)
+    full = rng.integers(0, 65536, (2048, 2048), dtype=np.uint16)  # sampled every 2nd row/col
+    passes = _count_full_passes(monkeypatch, full.size)
+    layout = check_image(full, None)
+    assert (layout.offset, layout.scale, passes) == (0.0, 65535.0, [])
+    dim = rng.integers(0, 1000, (2048, 2048), dtype=np.uint16)
+    dim[1, 1] = 60000  # off the sample's grid
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no IntensityWarning: it keeps "dtype"
+        layout = check_image(dim, None)
+    assert (layout.offset, layout.scale, passes) == (0.0, 65535.0, [dim.size])
+
+
+def test_integer_planes_need_no_working_range_pass(monkeypatch):
+    """Every value of an integer image lies within its dtype's range, so a mapping that
+    keeps that range within the working limit needs no pass over the working values; one
+    that may not still gets it, and refuses what lies beyond."""
+    from napari_diffuse import intensity
+
+    peaks = []
+    real = intensity.peak_magnitude
+    monkeypatch.setattr(intensity, "peak_magnitude", lambda a: peaks.append(a.size) or real(a))
+    counts = np.random.default_rng(5).integers(0, 4096, (64, 48), dtype=np.uint16)
+    for value_range in ("dtype", (0, 4095)):
+        layout = check_image(counts, None, value_range)
+        intensity.check_values(intensity.to_planes(counts, layout, check=False), layout)
+    assert peaks == []
+    layout = check_image(counts, None, (0, 1e-27))  # 65535 would map to 6.6e31
+    with pytest.raises(ValueError, match="map to working values up to"):
+        intensity.check_values(intensity.to_planes(counts, layout, check=False), layout)
+    assert peaks and set(peaks) == {counts.size}  # read, on the way to the refusal
+
+
 def test_the_survey_reads_every_value_only_when_it_needs_them(monkeypatch):
     image = np.random.default_rng(0).random((3, 96, 80), dtype=np.float32)
     passes = _count_full_passes(monkeypatch, image.size)
