@@ -261,13 +261,14 @@ def test_every_16_bit_value_maps_as_on_the_host(engine, dtype, value_range):
         np.testing.assert_array_equal(result, intensity.from_working(back, layout))
 
 
+@pytest.mark.parametrize("side", [26, 32])  # planes padded in the slot, or back to back
 @pytest.mark.parametrize(("staged", "batch"), [(False, 1), (True, 3)])
-def test_integer_stacks_are_mapped_on_the_device(engine, staged, batch, monkeypatch):
+def test_integer_stacks_are_mapped_on_the_device(engine, staged, batch, side, monkeypatch):
     """A stack of 16-bit planes streams in its own dtype, each plane mapped on the device
     after its upload and before its download: the result of mapping on the host, bit for
     bit, with the luminance mask or caller masks (keep_saturated uploads a plane again)."""
     monkeypatch.setattr(opencl_transfer.Staging, "CHUNK", 4096)
-    planes = (_image((5, 26, 31, 2), seed=12) * 65535).astype(np.uint16)
+    planes = (_image((5, side, 31, 2), seed=12) * 65535).astype(np.uint16)
     layout = intensity.check_image(planes, -1, "dtype")
     if not engine.maps_units(layout):
         pytest.skip("the device has no double precision (cl_khr_fp64)")
@@ -285,6 +286,8 @@ def test_integer_stacks_are_mapped_on_the_device(engine, staged, batch, monkeypa
         kinds = [kind for (kind, _), _event in profile.events]
         assert kinds.count("to_working") == 5 * (1 + (masks is not None))
         assert kinds.count("from_working") == 5
+        packed = batch > 1 and _packs_planes(stream, caller[0].nbytes)
+        assert kinds.count("download") == (-(-5 // batch) if packed else 5)
         on_host = intensity.from_working(
             stream.solve_planes(intensity.to_working(caller, layout), plan, masks), layout)
         assert out.dtype == np.uint16 and out.shape == caller.shape
@@ -659,12 +662,26 @@ def test_rows_per_item_is_checked(engine):
         opencl_solver.Engine(engine.device, rows=9)
 
 
+def _packs_planes(engine, plane_bytes: int) -> bool:
+    """Whether planes of ``plane_bytes`` lie back to back in a stack's device slot."""
+    return plane_bytes % max(1, engine.device.mem_base_addr_align // 8) == 0
+
+
+@pytest.mark.parametrize("side", [26, 32])  # planes padded in the slot, or back to back
 @pytest.mark.parametrize(("staged", "batch"), [(False, 1), (True, 1), (False, 2), (True, 3)])
-def test_stack_streams_with_the_plane_results(engine, staged, batch, monkeypatch):
+def test_stack_streams_with_the_plane_results(engine, staged, batch, side, monkeypatch):
+    """A stack's planes come back as each plane's own solve; a batch whose planes lie back
+    to back moves as one copy each way, one with gaps as one copy per plane."""
     monkeypatch.setattr(opencl_transfer.Staging, "CHUNK", 4096)
-    streaming = opencl_solver.Engine(engine.device, staged=staged, stack_batch=batch)
+    streaming = opencl_solver.Engine(engine.device, staged=staged, stack_batch=batch,
+                                     profiling=True)
     plan = make_plan(DiffuseParams.from_preset("inpaint highlights").replace(iterations=3))
-    planes = _image((5, 26, 31, 2), seed=11) * 2
+    planes = _image((5, side, 31, 2), seed=11) * 2
+    with streaming.profile() as profile:
+        streaming.solve_planes(planes, plan)
+    copies = 5 if batch == 1 or not _packs_planes(engine, planes[0].nbytes) else -(-5 // batch)
+    kinds = [kind for (kind, _), _event in profile.events]
+    assert (kinds.count("upload"), kinds.count("download")) == (copies, copies)
     given = [planes[p, ..., p % 2] > 1.5 for p in range(5)]
     mixed = [None, given[1], None, given[3], None]
     for masks in (None, given, mixed):  # luminance masks, caller masks, one then the other

@@ -794,17 +794,18 @@ class Engine:
                      for slot in slots]
             # what crosses the bus: the working values, or with layout the caller's values
             # of each slot's planes, mapped on the device
-            caller_views = views
+            caller_views, packed = views, slots if stride == nbytes else None
             if layout is not None:
                 callers = [self._buffer(f"caller{k}", caller_stride * batch)
                            for k in range(SLOTS)]
                 caller_views = [[c.get_sub_region(i * caller_stride, caller_bytes)
                                  for i in range(batch)] for c in callers]
+                packed = callers if caller_stride == caller_bytes else None
             hf0 = [work["hf0"].get_sub_region(i * stride, nbytes) for i in range(batch)]
             mask_views = [mask_all.get_sub_region(i * mask_stride, mask_bytes)
                           for i in range(batch)]
             pipeline = StackPipeline(planes, out, groups, caller_views, self._stack_transfers,
-                                     self._recorder)
+                                     self._recorder, packed)
             judges: list = []
             n = int(np.prod(shape))
             try:
