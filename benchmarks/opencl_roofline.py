@@ -23,7 +23,8 @@ the built-in lists (a PDE cap is raised by a third for heavy plans, see
 plane's device-kernel throughput. ``--reference DIR`` checks parity with darktable's
 reference vectors in DIR (``index.json`` + ``*.npz``).
 
-No figure measured on another device enters a ratio here. For reference, the side by
+No figure measured on another device enters a ratio here (``darktable_kernels.py`` runs
+darktable's kernels beside ``diffuse()`` on one device). For reference, the side by
 side measured on the H200 on 2026-12-04 (issue 11; ``../shared/docs/environment-notes.md``),
 darktable's own kernels driven as darktable drives them against napari-diffuse 0.1.0's
 ``diffuse()``, 6000x4000 RGBA, host to host, median of 3 (another run, another machine
