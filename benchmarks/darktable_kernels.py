@@ -72,6 +72,7 @@ inline float4 cpu_exp(const float4 x)
 
 
 def round_up(value: int, step: int) -> int:
+    """``value`` rounded up to a multiple of ``step``."""
     return -(-value // step) * step
 
 
@@ -207,6 +208,7 @@ def check_reference(darktable: DarktableKernels, folder: Path) -> list[dict]:
 
 
 def main(argv=None) -> dict:
+    """Run the benchmark from the command line; returns the results."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kernels", type=Path, default=Path("/usr/share/darktable/kernels"),
                         help="darktable's kernels folder")
