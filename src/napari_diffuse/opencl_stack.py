@@ -74,18 +74,23 @@ class StackPipeline:
         before = self._downloads.get(g - SLOTS)
         if before is not None:
             before.result()  # the slot is free once its last batch is downloaded
-        group = self.groups[g]
-        if self.packed is not None:
-            batch = np.ascontiguousarray(self.planes[group.start:group.stop],
-                                         dtype=self.out.dtype)
-            self._host.update(zip(group, batch, strict=True))
-            return [self.up.upload(self.packed[g % SLOTS], batch, record=self.record)]
         events = []
-        for i, p in enumerate(group):
-            self._host[p] = np.ascontiguousarray(self.planes[p], dtype=self.out.dtype)
-            events.append(self.up.upload(self.views[g % SLOTS][i], self._host[p],
-                                         record=self.record))
+        for planes, buffer in self._copies(g):
+            host = np.ascontiguousarray(self.planes[planes.start:planes.stop],
+                                        dtype=self.out.dtype)
+            self._host.update(zip(planes, host, strict=True))
+            events.append(self.up.upload(buffer, host, record=self.record))
         return events
+
+    def _copies(self, g: int) -> list[tuple[range, object]]:
+        """Batch ``g``'s copies, each a range of planes and the device buffer they fill:
+        the whole batch where the slot is ``packed``, else one per plane."""
+        group, slot = self.groups[g], g % SLOTS
+        if self.packed is not None:
+            return [(group, self.packed[slot])]
+        # the last batch may hold fewer planes than the slot has views
+        return [(range(p, p + 1), view)
+                for p, view in zip(group, self.views[slot], strict=False)]
 
     def uploaded(self, g: int) -> list[cl.Event]:
         """The events that complete batch ``g``'s uploads, once they are all enqueued; the
@@ -106,16 +111,11 @@ class StackPipeline:
         self._downloads[g] = self._download_thread.submit(self._download, g, done)
 
     def _download(self, g: int, done: cl.Event) -> None:
-        group = self.groups[g]
-        if self.packed is not None:
-            self.down.download(self.out[group.start:group.stop], self.packed[g % SLOTS],
-                               wait_for=[done], record=self.record)
-        else:
-            for i, p in enumerate(group):
-                self.down.download(self.out[p], self.views[g % SLOTS][i], wait_for=[done],
-                                   record=self.record)
-        for p in group:
-            self._host.pop(p, None)
+        for planes, buffer in self._copies(g):
+            self.down.download(self.out[planes.start:planes.stop], buffer, wait_for=[done],
+                               record=self.record)
+            for p in planes:
+                self._host.pop(p, None)
 
     def finish(self) -> None:
         """Wait for every download; raise the first failure."""
