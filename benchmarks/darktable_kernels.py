@@ -33,19 +33,18 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from pathlib import Path
 
 import numpy as np
 import pyopencl as cl
 import pyopencl.cltypes as cltypes
+from host_overhead import seconds  # this folder: run as a script
+from opencl_roofline import PRESETS, check_reference
 
 from napari_diffuse import DiffuseParams, diffuse
 from napari_diffuse.opencl_devices import select_device
-from napari_diffuse.plan import Plan, equivalent_sigma, make_plan
+from napari_diffuse.plan import equivalent_sigma, make_plan
 
-PRESETS = ["denoise: medium", "lens deblur: medium", "dehaze", "bloom",
-           "sharpen demosaicing: AA filter", "local contrast: fast"]
 #: darktable 4.2's build options (src/common/opencl.c: "-w %s %s -D%s=1 -I%s" with its
 #: default per-device option, -cl-fast-relaxed-math, and the vendor's name); the include
 #: folder is added.
@@ -145,9 +144,17 @@ class DarktableKernels:
             self._launch("inpaint_mask", width, height, temp1, dev_in, mask, i32(width),
                          i32(height))
             source = temp1
+        f32 = np.float32
+        # diffuse_pde's arguments after the images, width and height, per scale
+        regularization = f32(np.power(f32(10.0), f32(params.edge_sensitivity)) - f32(1.0))
+        pde_args = [(cltypes.make_float4(*plan.anisotropy), cltypes.make_int4(*plan.modes),
+                     regularization, f32(plan.variance_threshold),
+                     np.square(equivalent_sigma(step.scale)), i32(step.mult),
+                     cltypes.make_float4(*step.speeds), f32(step.strength))
+                    for step in plan.steps]
         for it in range(plan.iterations):
             target = dev_out if it == plan.iterations - 1 else (temp2 if it % 2 == 0 else temp1)
-            self._iteration(source, target, mask, has_mask, width, height, plan, params, hf,
+            self._iteration(source, target, mask, has_mask, width, height, pde_args, hf,
                             lf_odd, lf_even)
             source = target
         out = np.empty((height, width, 4), np.float32)
@@ -156,12 +163,13 @@ class DarktableKernels:
             memory.release()
         return out
 
-    def _iteration(self, source, target, mask, has_mask, width, height, plan: Plan,
-                   params: DiffuseParams, hf, lf_odd, lf_even) -> None:
-        """One iteration as darktable's ``wavelets_process_cl`` runs it."""
-        i32, f32 = np.int32, np.float32
+    def _iteration(self, source, target, mask, has_mask, width, height, pde_args, hf,
+                   lf_odd, lf_even) -> None:
+        """One iteration as darktable's ``wavelets_process_cl`` runs it (``pde_args``: the
+        PDE's constants per scale, finest first)."""
+        i32 = np.int32
         residual = None
-        for s in range(plan.scales):
+        for s in range(len(pde_args)):
             level = source if s == 0 else (lf_odd if s % 2 else lf_even)
             low = lf_even if s % 2 else lf_odd
             self._launch("blur_2D_Bspline_horizontal", width, height, level, hf[s],
@@ -172,39 +180,12 @@ class DarktableKernels:
                          i32(width), i32(height))
             residual = low
         spare = lf_odd if residual is lf_even else lf_even
-        anisotropy = cltypes.make_float4(*plan.anisotropy)
-        modes = cltypes.make_int4(*plan.modes)
-        regularization = f32(np.power(f32(10.0), f32(params.edge_sensitivity)) - f32(1.0))
-        for count, s in enumerate(reversed(range(plan.scales))):
-            step = plan.steps[s]
+        for count, s in enumerate(reversed(range(len(pde_args)))):
             current, out = (residual, spare) if count % 2 == 0 else (spare, residual)
             if s == 0:
                 out = target
-            sigma = equivalent_sigma(s)
             self._launch("diffuse_pde", width, height, hf[s], current, mask, i32(has_mask), out,
-                         i32(width), i32(height), anisotropy, modes, regularization,
-                         f32(plan.variance_threshold), f32(sigma * sigma), i32(step.mult),
-                         cltypes.make_float4(*step.speeds), f32(step.strength))
-
-
-def check_reference(darktable: DarktableKernels, folder: Path) -> list[dict]:
-    """darktable's kernels on every reference file: max/mean differences."""
-    rows = []
-    for entry in json.loads((folder / "index.json").read_text())["files"]:
-        data = np.load(folder / entry["file"])
-        params = DiffuseParams.from_darktable(json.loads(str(data["params_json"])))
-        difference = np.abs(darktable.run(data["input"], params) - data["output"])
-        tolerance = entry["tolerance"]
-        masked = params.luminance_threshold > 0
-        ok = bool(difference.max() <= tolerance["max_abs"]
-                  and difference.mean() <= tolerance["mean_abs"])
-        rows.append(dict(file=entry["file"], max_abs=float(difference.max()),
-                         mean_abs=float(difference.mean()), ok=ok, masked=masked))
-        verdict = "ok" if ok else ("differs (GPU noise)" if masked else "differs")
-        print(f"  {entry['file']:48s} max {difference.max():.2e} (<= {tolerance['max_abs']:.1e})"
-              f"  mean {difference.mean():.2e} (<= {tolerance['mean_abs']:.1e})  {verdict}",
-              flush=True)
-    return rows
+                         i32(width), i32(height), *pde_args[s])
 
 
 def main(argv=None) -> dict:
@@ -233,7 +214,9 @@ def main(argv=None) -> dict:
     if args.reference is not None:
         print("darktable's kernels on the reference vectors"
               + (" (CPU exponential):" if args.cpu_exp else ":"), flush=True)
-        results["reference"] = check_reference(darktable, args.reference)
+        results["reference"] = check_reference(
+            lambda data, params: darktable.run(data["input"], params), args.reference,
+            miss="differs")
     width, height = (int(v) for v in args.size.lower().split("x"))
     image = np.random.default_rng(0).random((height, width, 4), dtype=np.float32)
     print(f"\n{width}x{height} RGBA float32, host array in -> host array out, median of "
@@ -260,13 +243,6 @@ def main(argv=None) -> dict:
     if args.json is not None:
         args.json.write_text(json.dumps(results, indent=1))
     return results
-
-
-def seconds(run) -> float:
-    """Wall seconds of one call of ``run()``."""
-    start = time.perf_counter()
-    run()
-    return time.perf_counter() - start
 
 
 if __name__ == "__main__":

@@ -27,15 +27,17 @@ from napari_diffuse import DiffuseParams, diffuse, intensity
 from napari_diffuse.plan import make_plan
 
 
+def seconds(run) -> float:
+    """Wall seconds of one call of ``run()``."""
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
+
+
 def wall_times(run, repeat: int) -> list[float]:
     """Seconds of each of ``repeat`` calls of ``run()``, after one warm-up call."""
     run()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return times
+    return [seconds(run) for _ in range(repeat)]
 
 
 def median_time(run, repeat: int) -> float:
