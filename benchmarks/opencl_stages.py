@@ -88,9 +88,12 @@ def patched(source, *pairs):
 
 LOADS = (
     (
-        "vec_t result = H[4] * strength;",
-        "vec_t result = H[4] * strength + (L[0]+L[1]+L[2]+L[3]+L[5]+L[6]+L[7]+L[8]"
-        "+H[0]+H[1]+H[2]+H[3]+H[5]+H[6]+H[7]+H[8]) * 1e-30f;",
+        "vec_t result = H[1].centre * strength;",
+        "vec_t result = H[1].centre * strength + (L[0].sum + L[0].difference + L[0].centre"
+        " + L[1].sum + L[1].difference + L[2].sum + L[2].difference + L[2].centre"
+        " + H[0].sum + H[0].difference + H[0].centre + H[1].sum + H[1].difference"
+        " + H[2].sum + H[2].difference + H[2].centre + squares[0] + squares[1] + squares[2])"
+        " * 1e-30f;",
     ),
     ("if (speeds[0] != 0.0f || speeds[1] != 0.0f || speeds[2] != 0.0f || speeds[3] != 0.0f)",
      "if (false)"),
@@ -99,8 +102,9 @@ SPECIALISED = plan_options(plan)
 NOEXP = (("return AS_VEC(max(CONVERT_IVEC(k) + 0x3F800000, 0));", "return k;"),)
 NOVAR = (
     (
-        "acc = DIVIDE(acc, MAD(variance, regularization, variance_threshold));",
-        "acc = acc * variance.s0;",
+        "acc = DIVIDE(acc, MAD(squares[0] + squares[1] + squares[2], regularization,\n"
+        "                                  variance_threshold));",
+        "acc = acc * squares[2];",
     ),
 )
 

@@ -130,46 +130,52 @@ def _fast_exp(x: np.ndarray) -> np.ndarray:
     return np.maximum(k, 0).view(F32)
 
 
-def _direction(dx: np.ndarray, dy: np.ndarray):
-    """Return ``(magnitude, cos^2, sin^2, cos*sin)`` of the vector (dx, dy); angle 0 if null."""
-    magnitude = np.sqrt(dx * dx + dy * dy)
+def _direction(dx: np.ndarray, minus_dy: np.ndarray):
+    """Return ``(magnitude, cos^2, -cos*sin)`` of the vector (dx, dy), given as dx and -dy;
+    0 and 0 where it is null."""
+    magnitude = np.sqrt(dx * dx + minus_dy * minus_dy)
     nonzero = magnitude != 0.0
-    cos = np.divide(dx, magnitude, out=np.ones_like(dx), where=nonzero)
-    sin = np.divide(dy, magnitude, out=np.zeros_like(dy), where=nonzero)
-    return magnitude, cos * cos, sin * sin, cos * sin
+    cos = np.divide(dx, magnitude, out=np.zeros_like(dx), where=nonzero)
+    minus_sin = np.divide(minus_dy, magnitude, out=np.zeros_like(dx), where=nonzero)
+    return magnitude, cos * cos, cos * minus_sin
 
 
 def _second_differences(p: list[np.ndarray]):
-    """Return ``(Lh, Lv, D/2, diagonal sum)`` of a 3x3 stencil given as 9 row-major views.
+    """Return ``(Lh, Lv, D/2, diagonal sum, Lh + Lv, Lh - Lv)`` of a 3x3 stencil given as
+    9 row-major views.
 
     darktable's rotated laplacian kernel ``[[a12/2, a22, -a12/2], [a11, -2(a11+a22), a11],
     [-a12/2, a22, a12/2]]`` applied to the stencil equals
     ``a11 * Lh + a22 * Lv + a12 * D/2``, with ``Lh`` the horizontal and ``Lv`` the
     vertical second difference and ``D`` the diagonal cross difference. Factoring it so
     costs 3 products instead of 9 (the sums differ from darktable's by float32 rounding).
+    Each stencil row enters through its middle tap and the sum and difference of its
+    outer taps, as in kernels/pde.cl.
     """
     centre2 = p[4] + p[4]
     horizontal = p[3] + p[5] - centre2
     vertical = p[1] + p[7] - centre2
-    main, anti = p[0] + p[8], p[2] + p[6]
-    half_cross = (main - anti) * F32(0.5)
-    return horizontal, vertical, half_cross, main + anti
+    half_cross = ((p[0] - p[2]) - (p[6] - p[8])) * F32(0.5)
+    diagonal = (p[0] + p[2]) + (p[6] + p[8])
+    return (horizontal, vertical, half_cross, diagonal, horizontal + vertical,
+            horizontal - vertical)
 
 
 def _derivative(mode: int, c2, direction, differences) -> np.ndarray:
     """One order's ``kernel * stencil`` (``heat_PDE_diffusion``'s ``derivatives[k]``).
 
-    With ``U = cos2 Lh + sin2 Lv - cs D/2`` and ``V = sin2 Lh + cos2 Lv + cs D/2``,
-    the isophote kernel gives ``U + c2 V`` and the gradient kernel ``V + c2 U``;
-    the isotropic kernel (Oono & Puri) gives ``diag/4 + (Lh + Lv)/2 - centre``.
+    With ``sin^2 = 1 - cos^2``, ``U = cos2 Lh + sin2 Lv - cs D/2 = Lv + cos2 (Lh - Lv)
+    - cs D/2`` and ``V = sin2 Lh + cos2 Lv + cs D/2 = Lh + Lv - U``: the isophote kernel
+    gives ``U + c2 V`` and the gradient kernel ``V + c2 U``; the isotropic kernel
+    (Oono & Puri) gives ``diag/4 + (Lh + Lv)/2 - centre``. Where the gradient is null,
+    c2 = 1 and both give ``Lh + Lv`` whatever the angle.
     """
-    horizontal, vertical, half_cross, diagonal, centre = differences
+    _, vertical, half_cross, diagonal, total, delta, centre = differences
     if mode == ISOTROPIC:
-        return diagonal * F32(0.25) + (horizontal + vertical) * F32(0.5) - centre
-    _, cos2, sin2, cossin = direction
-    cross = cossin * half_cross
-    along = cos2 * horizontal + sin2 * vertical - cross
-    across = sin2 * horizontal + cos2 * vertical + cross
+        return diagonal * F32(0.25) + total * F32(0.5) - centre
+    _, cos2, minus_cossin = direction
+    along = minus_cossin * half_cross + (cos2 * delta + vertical)
+    across = total - along
     if mode == ISOPHOTE:
         return along + c2 * across
     assert mode == GRADIENT
@@ -257,12 +263,13 @@ def _speeds_sum(LF, HF, step: ScaleStep, plan: Plan, active: list[int]) -> np.nd
         c2 = direction = None
         if mode != ISOTROPIC:
             if steer not in directions:
+                # twice the gradient: the exponential takes half the anisotropy
                 p = stencils[steer]
-                directions[steer] = _direction((p[7] - p[1]) * F32(0.5), (p[5] - p[3]) * F32(0.5))
+                directions[steer] = _direction(p[7] - p[1], p[3] - p[5])
             direction = directions[steer]
             key = (steer, plan.anisotropy[k])
             if key not in c2s:
-                c2s[key] = _fast_exp(-direction[0] * plan.anisotropy[k])
+                c2s[key] = _fast_exp(-direction[0] * (F32(plan.anisotropy[k]) * F32(0.5)))
             c2 = c2s[key]
         term = _derivative(mode, c2, direction, differences[pixels])
         term *= step.speeds[k]

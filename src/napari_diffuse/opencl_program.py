@@ -103,8 +103,8 @@ def pde_shape(shape: KernelShape, plan, specialized: bool) -> KernelShape:
 def plan_options(plan) -> tuple[str, ...]:
     """Build options that specialise ``pde_step`` to ``plan``'s structure (kernels/pde.cl):
     its modes, the orders whose speed is 0 at every scale, the orders sharing the
-    exponential of order k - 2, and whether every scale regularises. Plans of one
-    structure share one program; the results are those of the general program (bit for
+    exponential of order k - 2, and whether every scale regularises (or none does). Plans
+    of one structure share one program; the results are those of the general program (bit for
     bit in precise arithmetic; with fast math within the FMA contractions a compiler
     chooses per program: 5.4e-7 on an H100)."""
     def array(values) -> str:
@@ -114,8 +114,9 @@ def plan_options(plan) -> tuple[str, ...]:
     same = [False, False, *(plan.anisotropy[k - 2] == plan.anisotropy[k] for k in (2, 3))]
     options = (f"-DPDE_MODES={array(plan.modes)}", f"-DPDE_ACTIVE={array(active)}",
                f"-DPDE_SAME_ANISOTROPY={array(same)}")
-    if all(step.regularization_factor != 0 for step in plan.steps):
-        options += ("-DPDE_REGULARIZED",)
+    regularizing = {step.regularization_factor != 0 for step in plan.steps}
+    if len(regularizing) == 1:
+        options += (f"-DPDE_REGULARIZED={int(regularizing.pop())}",)
     return options
 
 
