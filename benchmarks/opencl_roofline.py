@@ -17,7 +17,7 @@ image-sized buffers, read + write, median of 10), then for each preset on a rand
 ``--channels``) for several vector widths, rows per work item, work-group shapes and
 register caps (checking each against ``--reference``), and runs the presets with the
 fastest; ``--bspline-shapes`` and ``--pde-shapes`` name the shapes to compare instead of
-the built-in lists (a PDE cap is raised by a third for heavy plans, see
+the built-in lists (a PDE cap applies to the programs built for a plan's structure, see
 ``opencl_program.pde_shape``). ``--stack NxHxW`` streams a single-channel stack of
 *denoise: medium* through the device and compares its throughput per pixel with one
 plane's device-kernel throughput. ``--reference DIR`` checks parity with darktable's

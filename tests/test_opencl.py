@@ -888,13 +888,8 @@ def test_register_caps_follow_the_plan_and_the_device(engine):
                           "lens deblur: medium", "sharpen demosaicing: AA filter")}
     capped = PDE_SHAPE["GPU"]
     assert capped.registers == 128
-    for name in ("denoise: medium", "bloom", "local contrast: fast"):  # light plans
-        assert pde_shape(capped, plans[name], specialized=True) == capped
-        assert pde_shape(capped, plans[name], specialized=False).registers == 0
-    # heavy: 4 orders steering along lf's gradient; 4 orders steering along both gradients
-    for name in ("lens deblur: medium", "sharpen demosaicing: AA filter"):
-        assert pde_shape(capped, plans[name], True).registers == 168
-        assert pde_shape(capped._replace(registers=72), plans[name], True).registers == 96
+    assert pde_shape(capped, specialized=True) == capped
+    assert pde_shape(capped, specialized=False) == capped._replace(registers=0)
 
     image = _image((29, 37, 4), seed=17)
     shape = KernelShape(4, 2, (16, 4), 64)

@@ -283,7 +283,7 @@ class Engine:
             shape = self._narrow_shapes[kernel]
         options = self._build_options[kernel]
         if kernel == "pde_step" and plan is not None:
-            shape = pde_shape(shape, plan, self.specialized)
+            shape = pde_shape(shape, self.specialized)
             if self.specialized:
                 options += plan_options(plan)
         return self._program(shape, options)

@@ -17,7 +17,6 @@ import numpy as np
 import pyopencl as cl
 
 from .opencl_devices import OpenCLUnavailable
-from .plan import ISOTROPIC
 
 __all__ = ["KERNEL_FILES", "KERNEL_NAMES", "NARROW_SHAPE", "KernelShape", "Program",
            "active_orders", "build", "device_kind", "largest_local_size", "pde_shape",
@@ -51,14 +50,14 @@ class KernelShape(NamedTuple):
 BSPLINE_SHAPE = {"GPU": KernelShape(4, 2, (64, 2)), "CPU": KernelShape(8, 1, (64, 4))}
 #: The PDE's shape per device kind: on a GPU, built for the plan's structure
 #: (:func:`plan_options`), 4 floats per work item and 4 rows sharing their stencil rows ran
-#: fastest on an H100 (2026-12-05); capped at 128 registers for light plans, 168 for heavy
-#: ones (:func:`pde_shape`), a pass of denoise: medium took 0.54 against 0.60 ms there
-#: (2026-12-06, benchmarks/results/h100_narrow_shapes.log).
+#: fastest on an H100 (2026-12-05); capped at 128 registers (:func:`pde_shape`), a pass of
+#: denoise: medium took 0.54 against 0.60 ms there (2026-12-06,
+#: benchmarks/results/h100_narrow_shapes.log).
 PDE_SHAPE = {"GPU": KernelShape(4, 4, (32, 4), 128), "CPU": KernelShape(8, 1, (64, 4))}
 #: On a GPU, the shapes for images whose channel count the vector width does not divide
 #: (1 or 3 channels: their 4-float packs would load unaligned, split into scalar loads):
-#: 2 floats per work item, 4 rows, the PDE capped at 72 registers (96 for heavy plans, see
-#: :func:`pde_shape`). On an H100, 6000x4000 denoise: medium, per iteration: 1 channel
+#: 2 floats per work item, 4 rows, the PDE capped at 72 registers (see :func:`pde_shape`).
+#: On an H100, 6000x4000 denoise: medium, per iteration: 1 channel
 #: 1.46 ms against 1.95 ms with one float in 2 rows, 3 channels 4.16 against 5.73 ms
 #: (2026-12-06, benchmarks/results/h100_narrow_shapes.log).
 NARROW_SHAPE = {"bspline_level": KernelShape(2, 4, (64, 2)),
@@ -77,27 +76,18 @@ def active_orders(plan) -> list[bool]:
     return [any(step.speeds[k] != 0 for step in plan.steps) for k in range(4)]
 
 
-def pde_shape(shape: KernelShape, plan, specialized: bool) -> KernelShape:
-    """``shape`` with the register cap that suits ``plan``'s PDE.
+def pde_shape(shape: KernelShape, specialized: bool) -> KernelShape:
+    """``shape`` with the register cap that suits the PDE's program.
 
-    ``shape.registers`` is the cap of a light plan: 1 or 2 active orders, or isotropic
-    ones only. A heavy plan, one steering along a gradient with 3 or 4 active orders or
-    along both gradients (lf's and hf's), keeps more values live: it gets a third more
-    registers (rounded down to 8). The general program, which keeps every order's state,
-    runs uncapped. On an H100 (benchmarks/results/h100_narrow_shapes.log), 6000x4000,
-    device time per iteration against uncapped: denoise: medium RGBA 0.94x at 128,
-    sharpen demosaicing 0.83x at 168, lens deblur 1.00x at 168 (1.02x at 128); 2 floats
-    per item: denoise 1 channel 0.94x at 72, sharpen 0.95x and lens deblur 0.94x at 96.
+    A program built for a plan's structure keeps ``shape.registers``, light and heavy plans
+    alike; the general program, which keeps every order's state, runs uncapped. On an H100
+    (6000x4000, 4 iterations, PDE time per iteration, the kernels summarising stencil rows;
+    benchmarks/results/h100_pde_rows_2026-12-07.log): RGBA at 128 against 168 registers,
+    sharpen demosaicing 3.51 against 3.55 ms, lens deblur 3.59 against 3.76 ms (uncapped
+    5.13 and 5.45 ms); 1 channel at 72 against 96, 0.97 against 0.99 and 1.03 against
+    1.06 ms.
     """
-    if not shape.registers:
-        return shape
-    if not specialized:
-        return shape._replace(registers=0)
-    active = active_orders(plan)
-    steered = {k % 2 for k in range(4) if active[k] and plan.modes[k] != ISOTROPIC}
-    if len(steered) == 2 or (steered and sum(active) > 2):
-        return shape._replace(registers=shape.registers * 4 // 3 // 8 * 8)
-    return shape
+    return shape if specialized else shape._replace(registers=0)
 
 
 def plan_options(plan) -> tuple[str, ...]:
