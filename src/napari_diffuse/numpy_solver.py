@@ -140,9 +140,10 @@ def _direction(dx: np.ndarray, minus_dy: np.ndarray):
     return magnitude, cos * cos, cos * minus_sin
 
 
-def _second_differences(p: list[np.ndarray]):
-    """Return ``(Lh, Lv, D/2, diagonal sum, Lh + Lv, Lh - Lv)`` of a 3x3 stencil given as
-    9 row-major views.
+def _second_differences(p: list[np.ndarray], isotropic: bool, steered: bool):
+    """Return ``(Lh + Lv, Lh - Lv, Lv, D/2, diagonal sum, centre)`` of a 3x3 stencil given
+    as 9 row-major views: the diagonal sum only for an ``isotropic`` kernel, ``Lh - Lv``,
+    ``Lv`` and ``D/2`` only for a ``steered`` one (None otherwise).
 
     darktable's rotated laplacian kernel ``[[a12/2, a22, -a12/2], [a11, -2(a11+a22), a11],
     [-a12/2, a22, a12/2]]`` applied to the stencil equals
@@ -153,16 +154,26 @@ def _second_differences(p: list[np.ndarray]):
     outer taps, as in kernels/pde.cl.
     """
     centre2 = p[4] + p[4]
-    horizontal = p[3] + p[5] - centre2
-    vertical = p[1] + p[7] - centre2
-    half_cross = ((p[0] - p[2]) - (p[6] - p[8])) * F32(0.5)
-    diagonal = (p[0] + p[2]) + (p[6] + p[8])
-    return (horizontal, vertical, half_cross, diagonal, horizontal + vertical,
-            horizontal - vertical)
+    horizontal = p[3] + p[5]
+    horizontal -= centre2
+    vertical = p[1] + p[7]
+    vertical -= centre2
+    total = horizontal + vertical
+    delta = half_cross = diagonal = None
+    if steered:
+        delta = np.subtract(horizontal, vertical, out=horizontal)
+        half_cross = p[0] - p[2]
+        half_cross -= p[6] - p[8]
+        half_cross *= F32(0.5)
+    if isotropic:
+        diagonal = p[0] + p[2]
+        diagonal += p[6] + p[8]
+    return total, delta, vertical, half_cross, diagonal, p[4]
 
 
 def _derivative(mode: int, c2, direction, differences) -> np.ndarray:
-    """One order's ``kernel * stencil`` (``heat_PDE_diffusion``'s ``derivatives[k]``).
+    """One order's ``kernel * stencil`` (``heat_PDE_diffusion``'s ``derivatives[k]``), a
+    new array.
 
     With ``sin^2 = 1 - cos^2``, ``U = cos2 Lh + sin2 Lv - cs D/2 = Lv + cos2 (Lh - Lv)
     - cs D/2`` and ``V = sin2 Lh + cos2 Lv + cs D/2 = Lh + Lv - U``: the isophote kernel
@@ -170,16 +181,25 @@ def _derivative(mode: int, c2, direction, differences) -> np.ndarray:
     (Oono & Puri) gives ``diag/4 + (Lh + Lv)/2 - centre``. Where the gradient is null,
     c2 = 1 and both give ``Lh + Lv`` whatever the angle.
     """
-    _, vertical, half_cross, diagonal, total, delta, centre = differences
+    total, delta, vertical, half_cross, diagonal, centre = differences
     if mode == ISOTROPIC:
-        return diagonal * F32(0.25) + total * F32(0.5) - centre
+        result = diagonal * F32(0.25)
+        result += total * F32(0.5)
+        result -= centre
+        return result
     _, cos2, minus_cossin = direction
-    along = minus_cossin * half_cross + (cos2 * delta + vertical)
+    along = cos2 * delta
+    along += vertical
+    along += minus_cossin * half_cross
     across = total - along
     if mode == ISOPHOTE:
-        return along + c2 * across
+        across *= c2
+        across += along
+        return across
     assert mode == GRADIENT
-    return across + c2 * along
+    along *= c2
+    along += across
+    return along
 
 
 def _neighbours(padded: np.ndarray, dr: int, dc: int, r0: int, r1: int,
@@ -259,7 +279,9 @@ def _speeds_sum(LF, HF, step: ScaleStep, plan: Plan, active: list[int]) -> np.nd
     for k in active:
         pixels, steer, mode = k // 2, k % 2, plan.modes[k]
         if pixels not in differences:
-            differences[pixels] = (*_second_differences(stencils[pixels]), stencils[pixels][4])
+            modes = {plan.modes[j] for j in active if j // 2 == pixels}
+            differences[pixels] = _second_differences(
+                stencils[pixels], ISOTROPIC in modes, modes != {ISOTROPIC})
         c2 = direction = None
         if mode != ISOTROPIC:
             if steer not in directions:
