@@ -7,7 +7,8 @@
  * orders 1, 2 diffuse the low frequencies `lf` and orders 3, 4 the high frequencies `hf`;
  * orders 1, 3 steer along the gradient of lf and orders 2, 4 along the gradient of hf.
  * Where a mask is given, unmasked pixels keep hf + lf. The gradients, the 3x3 variance of
- * hf and the rotated laplacians all come from the two 3x3 stencils (dilation `mult`).
+ * hf and the rotated laplacians all come from the two 3x3 stencils (dilation `mult`), each
+ * row of which is summarised once, when it is loaded (row_t).
  */
 
 /* FAST_MATH (never with PRECISE): the device's fast reciprocals, within the tolerances. */
