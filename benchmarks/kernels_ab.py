@@ -8,6 +8,13 @@ random ``--size`` image, RGBA and 1 channel, alternates profiled runs of the two
 iteration, the PDE passes' time per iteration and their worst pass against the device's
 float4 copy bandwidth, and the largest and mean difference between the two results.
 
+Both engines take this tree's build options and register caps
+(``opencl_program.plan_options``, ``pde_shape``). A ``pde.cl`` from 3c68bb5 or earlier
+tests ``#ifdef PDE_REGULARIZED``, which the option ``-DPDE_REGULARIZED=0`` (plans that
+never regularise, e.g. *bloom*) would turn on: change that line to
+``#if defined(PDE_REGULARIZED) && PDE_REGULARIZED`` in the old copy. Those kernels also
+ran heavy plans (3-4 steered orders) at 168 registers on NVIDIA, where they now get 128.
+
 Example::
 
     python benchmarks/kernels_ab.py --old /tmp/old-kernels --reference ../shared/reference

@@ -5,8 +5,10 @@ of each variant at several dilations, median of 7 profiled launches, as a share 
 device's float4 copy bandwidth (also timed: a 2-read/1-write and a 1-read/2-write kernel):
 
 - PDE: the general program and the one built for *denoise: medium*'s structure
-  (``plan_options``), in several shapes; then, built for it, its loads alone (no
-  arithmetic), without the exponential, without the variance, with relaxed math;
+  (``plan_options``), in several shapes; then, built for it, its loads alone (with the
+  row summaries and hf^2 row sums done when a row is loaded, none of the equation's
+  arithmetic), without the exponential, without the variance (its row sums still
+  computed), with relaxed math;
 - B-spline: as built, in several shapes; without the HF store.
 
 With NVIDIA's OpenCL, each program's PTX goes to ``$OUT`` with ``ptxas -v``'s registers

@@ -52,19 +52,19 @@ INLINE row_t row_of(const vec_t a, const vec_t b, const vec_t c)
  * `delta` are horizontal + vertical and horizontal - vertical. */
 typedef struct
 {
-    vec_t horizontal, vertical, half_cross, diagonal, centre, sum, delta;
+    vec_t vertical, half_cross, diagonal, centre, sum, delta;
 } differences_t;
 
 INLINE differences_t differences_of(const row_t *r)
 {
     differences_t d;
     d.centre = r[1].centre;
-    d.horizontal = MAD(-2.0f, d.centre, r[1].sum);
+    const vec_t horizontal = MAD(-2.0f, d.centre, r[1].sum);
     d.vertical = MAD(-2.0f, d.centre, r[0].centre + r[2].centre);
     d.half_cross = (r[0].difference - r[2].difference) * 0.5f;
     d.diagonal = r[0].sum + r[2].sum;
-    d.sum = d.horizontal + d.vertical;
-    d.delta = d.horizontal - d.vertical;
+    d.sum = horizontal + d.vertical;
+    d.delta = horizontal - d.vertical;
     return d;
 }
 

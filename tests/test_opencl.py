@@ -880,7 +880,7 @@ def test_gpu_odd_channel_counts_take_the_narrow_shapes(engine):
         np.testing.assert_array_equal(gpu_like.solve(image, plan), scalar.solve(image, plan))
 
 
-def test_register_caps_follow_the_plan_and_the_device(engine):
+def test_register_caps_follow_the_program_and_the_device(engine):
     from napari_diffuse.opencl_program import PDE_SHAPE, KernelShape, pde_shape
 
     plans = {name: make_plan(DiffuseParams.from_preset(name))

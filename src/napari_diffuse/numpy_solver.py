@@ -3,7 +3,7 @@
 One iteration decomposes the image into a-trous B-spline wavelet scales (high
 frequencies ``HF[s]`` and a residual low frequency), then rebuilds it from the
 coarsest scale to the finest, solving at each scale one explicit step of a
-4-order anisotropic heat equation (see :func:`_pde_rows`). Borders clamp to the
+4-order anisotropic heat equation (see :func:`_pde`). Borders clamp to the
 edge pixel. All arithmetic is float32, in darktable's order of operations, except
 where noted. Rows are processed in strips that fit the CPU caches, spread over a
 thread pool (NumPy releases the GIL inside its loops).
@@ -142,8 +142,8 @@ def _direction(dx: np.ndarray, minus_dy: np.ndarray):
 
 def _second_differences(p: list[np.ndarray], isotropic: bool, steered: bool):
     """Return ``(Lh + Lv, Lh - Lv, Lv, D/2, diagonal sum, centre)`` of a 3x3 stencil given
-    as 9 row-major views: the diagonal sum only for an ``isotropic`` kernel, ``Lh - Lv``,
-    ``Lv`` and ``D/2`` only for a ``steered`` one (None otherwise).
+    as 9 row-major views: the diagonal sum only for an ``isotropic`` kernel, ``Lh - Lv``
+    and ``D/2`` only for a ``steered`` one (None otherwise).
 
     darktable's rotated laplacian kernel ``[[a12/2, a22, -a12/2], [a11, -2(a11+a22), a11],
     [-a12/2, a22, a12/2]]`` applied to the stencil equals
