@@ -45,15 +45,18 @@ class KernelShape(NamedTuple):
 
 
 #: The B-spline's shape per device kind (the other per-pixel kernels share its program):
-#: 8 floats fill a CPU's AVX registers, 4 keep a GPU's loads 16 bytes wide, and on a GPU
-#: the vertical taps of 2 rows are read once (2 and 4 ran alike on an H200, 2026-12-04).
-BSPLINE_SHAPE = {"GPU": KernelShape(4, 2, (64, 2)), "CPU": KernelShape(8, 1, (64, 4))}
+#: 8 floats fill a CPU's AVX registers, 4 keep a GPU's loads 16 bytes wide, and the
+#: vertical taps of 2 rows are read once (on a GPU 2 and 4 ran alike on an H200,
+#: 2026-12-04; on PoCL see :data:`PDE_SHAPE`).
+BSPLINE_SHAPE = {"GPU": KernelShape(4, 2, (64, 2)), "CPU": KernelShape(8, 2, (64, 4))}
 #: The PDE's shape per device kind: on a GPU, built for the plan's structure
 #: (:func:`plan_options`), 4 floats per work item and 4 rows sharing their stencil rows ran
 #: fastest on an H100 (2026-12-05); capped at 128 registers (:func:`pde_shape`), a pass of
 #: denoise: medium took 0.54 against 0.60 ms there (2026-12-06,
-#: benchmarks/results/h100_narrow_shapes.log).
-PDE_SHAPE = {"GPU": KernelShape(4, 4, (32, 4), 128), "CPU": KernelShape(8, 1, (64, 4))}
+#: benchmarks/results/h100_narrow_shapes.log). On a CPU (PoCL, 2 cores), 4 rows with the
+#: B-spline's 2 ran whole runs 1.05-1.24x faster than one row each, alternated, 2048x2048
+#: RGBA and 1 channel (benchmarks/results/pocl_rows_2core_2026-12-07.txt).
+PDE_SHAPE = {"GPU": KernelShape(4, 4, (32, 4), 128), "CPU": KernelShape(8, 4, (64, 4))}
 #: On a GPU, the shapes for images whose channel count the vector width does not divide
 #: (1 or 3 channels: their 4-float packs would load unaligned, split into scalar loads):
 #: 2 floats per work item, 4 rows, the PDE capped at 72 registers (see :func:`pde_shape`).
