@@ -54,8 +54,9 @@ BSPLINE_SHAPE = {"GPU": KernelShape(4, 2, (64, 2)), "CPU": KernelShape(8, 2, (64
 #: fastest on an H100 (2026-12-05); capped at 128 registers (:func:`pde_shape`), a pass of
 #: denoise: medium took 0.54 against 0.60 ms there (2026-12-06,
 #: benchmarks/results/h100_narrow_shapes.log). On a CPU (PoCL, 2 cores), 4 rows with the
-#: B-spline's 2 ran whole runs 1.05-1.24x faster than one row each, alternated, 2048x2048
-#: RGBA and 1 channel (benchmarks/results/pocl_rows_2core_2026-12-07.txt).
+#: B-spline's 2 ran whole runs 1.05-1.32x faster than one row each, alternated, 2048x2048
+#: RGBA and 1 channel; 1-channel bloom 0.97x (0.095 against 0.092 s)
+#: (benchmarks/results/pocl_rows_2core_2026-12-07.txt).
 PDE_SHAPE = {"GPU": KernelShape(4, 4, (32, 4), 128), "CPU": KernelShape(8, 4, (64, 4))}
 #: On a GPU, the shapes for images whose channel count the vector width does not divide
 #: (1 or 3 channels: their 4-float packs would load unaligned, split into scalar loads):
