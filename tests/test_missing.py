@@ -104,6 +104,24 @@ def test_dask_input_gives_a_lazy_result_like_numpys():
     np.testing.assert_allclose(out[np.isfinite(holed)], whole[np.isfinite(holed)], atol=0.05)
 
 
+@pytest.mark.parametrize("chunks", [50, 20])  # one block; blocks of a 50-px image
+def test_dask_images_smaller_than_the_fill_overlap_run(chunks):
+    """An image narrower than :data:`FILL_DEPTH` (dask refuses a larger overlap): the same
+    result as the NumPy path, its missing pixels kept, for the mask and variance map too."""
+    assert FILL_DEPTH > 50
+    _, _, holed = clean_and_holes()
+    small = holed[30:80, 40:90]
+    lazy = da.from_array(small, chunks=chunks)
+    out = diffuse(lazy, **FAST, nan="keep", backend="numpy", value_range="dtype").compute()
+    whole = diffuse(small, **FAST, nan="keep", backend="numpy", value_range="dtype")
+    assert np.array_equal(np.isnan(out), np.isnan(small))
+    np.testing.assert_allclose(out[np.isfinite(small)], whole[np.isfinite(small)], atol=0.05)
+    for make_map in (luminance_mask, variance_map):
+        lazy_map = np.asarray(make_map(lazy, **FAST, nan="keep", value_range="dtype"))
+        whole_map = make_map(small, **FAST, nan="keep", value_range="dtype")
+        assert lazy_map.shape == whole_map.shape and np.isfinite(lazy_map).all()
+
+
 def test_value_range_detection_ignores_missing_pixels():
     """Counts with NaN: 'auto' finds the range of the finite values (no NaN percentiles)."""
     _, noisy, holed = clean_and_holes()

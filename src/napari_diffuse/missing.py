@@ -112,7 +112,7 @@ def started(image, channel_axis: int | None):
     if np.dtype(image.dtype).kind != "f":
         return image
     if tiling.is_dask(image):
-        return image.map_overlap(_start_block, depth=_spatial_depth(image.ndim, channel_axis),
+        return image.map_overlap(_start_block, depth=_spatial_depth(image, channel_axis),
                                  boundary="none", dtype=image.dtype,
                                  channel_axis=_axis(image.ndim, channel_axis))
     image = np.asarray(image)
@@ -124,10 +124,13 @@ def _axis(ndim: int, channel_axis: int | None) -> int | None:
     return None if channel_axis is None else channel_axis % ndim
 
 
-def _spatial_depth(ndim: int, channel_axis: int | None) -> dict[int, int]:
-    channel = _axis(ndim, channel_axis)
-    spatial = [a for a in range(ndim) if a != channel][-2:]
-    return {a: (FILL_DEPTH if a in spatial else 0) for a in range(ndim)}
+def _spatial_depth(image, channel_axis: int | None) -> dict[int, int]:
+    """Overlap :data:`FILL_DEPTH` along the dask image's split spatial axes, at most the axis
+    (dask refuses a depth beyond the array), none along whole axes and the others."""
+    channel = _axis(image.ndim, channel_axis)
+    spatial = [a for a in range(image.ndim) if a != channel][-2:]
+    return {a: (min(FILL_DEPTH, image.shape[a]) if a in spatial and image.numblocks[a] > 1
+                else 0) for a in range(image.ndim)}
 
 
 def _start_block(block: np.ndarray, *, channel_axis: int | None) -> np.ndarray:
@@ -221,7 +224,7 @@ def _lazy(image, nan: str, *, channel_axis: int | None, mask, value_range, progr
     import dask.array as da
 
     channel = _axis(image.ndim, channel_axis)
-    depth = _spatial_depth(image.ndim, channel_axis)
+    depth = _spatial_depth(image, channel_axis)
     probe = image.map_blocks(lambda b: np.where(np.isfinite(b), b, np.nan), dtype=image.dtype)
     finite_min = da.nanmin(probe)
     if not np.isfinite(float(finite_min.compute())):
