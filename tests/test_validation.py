@@ -184,3 +184,18 @@ def test_a_mask_with_settings_too_gentle_to_fill_it_warns():
         warnings.simplefilter("error", InpaintingWarning)
         filled = diffuse(image, preset="fill gaps under a mask", mask=mask, backend="numpy")
     assert filled[mask].max() <= image.max() + 0.1
+
+
+def test_a_luminance_mask_too_gentle_to_fill_warns_too():
+    """The same overshoot inpainting above ``luminance_threshold`` (no caller mask) warns,
+    naming the threshold; diffusing everywhere (threshold 0) does not."""
+    from napari_diffuse.errors import InpaintingWarning
+
+    image = np.full((32, 32), 0.3, np.float32)
+    image[8:24, 8:24] = 0.8
+    with pytest.warns(InpaintingWarning, match="luminance_threshold=0.5.*inpaint highlights"):
+        out = diffuse(image, preset="denoise: fine", luminance_threshold=0.5, backend="numpy")
+    assert out[8:24, 8:24].max() > 1.3  # the overshoot the warning is about
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", InpaintingWarning)
+        diffuse(image, preset="denoise: fine", backend="numpy")

@@ -20,7 +20,7 @@ from .backends import get_solver
 from .errors import InpaintingWarning, InvalidInputError
 from .missing import check_nan_policy, diffuse_with_missing, started
 from .params import DiffuseParams
-from .plan import make_plan
+from .plan import make_plan, mask_source
 
 __all__ = ["diffuse", "luminance_mask", "variance_map", "resolve_params"]
 
@@ -290,8 +290,11 @@ def diffuse(image, params: DiffuseParams | None = None, *, preset: str | None = 
             result, planes = intensity.caller_shape(out, layout), None
         else:
             result = intensity.from_planes(out, layout)
-    if mask is not None:
-        _warn_unfilled(image, planes, result, layout, mask)
+    source = mask_source(mask, plan)
+    if source is not None:
+        _warn_unfilled(image, planes, result, layout,
+                       _inpainted(image, planes, layout, mask, plan.luminance_threshold),
+                       None if source == "caller" else plan.luminance_threshold)
     return result
 
 
@@ -343,16 +346,29 @@ def _diffuse_missing(image, params, *, preset, channel_axis, mask, backend, valu
                                 iterations=params.iterations)
 
 
+def _inpainted(image, planes: np.ndarray | None, layout: intensity.Layout, mask,
+               threshold: float) -> np.ndarray:
+    """Where a run inpainted, bool ``(planes, H, W)``: the caller's ``mask``, else the
+    luminance mask at ``threshold`` (from ``planes`` in working units where at hand, else
+    from ``image`` one plane at a time)."""
+    if mask is not None:
+        return intensity.check_mask(mask, layout)
+    if planes is not None:
+        return intensity.above_threshold(planes, threshold)
+    return np.stack([intensity.above_threshold(intensity.to_working(plane, layout), threshold)
+                     for plane in intensity.caller_planes(image, layout)])
+
+
 def _warn_unfilled(image, planes: np.ndarray | None, result, layout: intensity.Layout,
-                   mask) -> None:
+                   masks: np.ndarray, threshold: float | None) -> None:
     """Warn when inpainted pixels end beyond the input's range by more than its span:
     darktable's start noise (up to a few times each pixel's value) was not diffused away.
     The whole input counts (a clipped highlight may rightly be brighter than every known
     pixel), so only an overshoot of the original values themselves warns. ``planes`` is
     the input in working units (:func:`~napari_diffuse.intensity.to_planes`) where at
     hand; else the caller's extremes are mapped (the mapping is monotonic: the same
-    values), and only the masked pixels of ``result``."""
-    masks = intensity.check_mask(mask, layout)
+    values), and only the inpainted pixels of ``result`` (``masks``, from
+    :func:`_inpainted`: the caller's mask, or the luminance mask at ``threshold``)."""
     if not masks.any():
         return
     filled = intensity.to_working(intensity.caller_planes(result, layout)[masks], layout)
@@ -368,9 +384,14 @@ def _warn_unfilled(image, planes: np.ndarray | None, result, layout: intensity.L
         warnings.warn(InpaintingWarning(
             f"{int(outside.sum())} of {filled.size} inpainted values end far outside the "
             f"image's range ({low:.4g}..{high:.4g} in working units; up to "
-            f"{float(filled.max()):.4g}): these settings diffuse too little to fill the mask "
-            "from darktable's seeded start noise. Use the preset 'fill gaps under a mask' or "
-            "calibrate(image, 'inpaint', mask=...)"), stacklevel=3)
+            f"{float(filled.max()):.4g}): these settings diffuse too little to fill "
+            f"{'the mask' if threshold is None else 'the luminance mask'} from darktable's "
+            "seeded start noise. " + (
+                "Use the preset 'fill gaps under a mask' or calibrate(image, 'inpaint', "
+                "mask=...)" if threshold is None else
+                f"Every value above luminance_threshold={threshold:g} is inpainted: use the "
+                "preset 'inpaint highlights', or luminance_threshold=0 to inpaint nothing")),
+            stacklevel=3)
 
 
 def _identity(image, layout: intensity.Layout, mask, plan, progress):
