@@ -81,6 +81,10 @@ def test_missing_pixels_join_the_callers_mask():
     outside = ~mask & np.isfinite(holed)
     np.testing.assert_allclose(out[outside], holed[outside], atol=1e-6)  # mask semantics
     assert np.isfinite(out).all()
+    # a nested list, as diffuse() takes one without nan=: the same result
+    as_list = diffuse(holed, preset="fill gaps under a mask", mask=mask.tolist(),
+                      nan="inpaint", backend="numpy", value_range="dtype")
+    np.testing.assert_array_equal(as_list, out)
 
 
 def test_both_solvers_agree_on_missing_data(opencl_device):

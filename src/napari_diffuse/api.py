@@ -329,6 +329,8 @@ def _diffuse_missing(image, params, *, preset, channel_axis, mask, backend, valu
     layout = intensity.check_image(image, channel_axis, "dtype")  # reads no values
     intensity.check_value_range(value_range)
     if mask is not None:
+        if not hasattr(mask, "shape"):
+            mask = np.asarray(mask)  # a nested list, as diffuse() takes without nan
         intensity.check_mask_shape(mask, layout)
     _check_options(image, backend, progress, chunks, depth)
     common = dict(channel_axis=channel_axis, backend=backend, chunks=chunks, depth=depth,
