@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -49,6 +51,15 @@ def test_range_is_darktables(name):
         with pytest.raises(ValueError) as err:
             DiffuseParams(**{name: bad})
         assert name in str(err.value) and f"{low:g} to {high:g}" in str(err.value)
+
+
+def test_fields_follow_the_table_and_take_keywords_only():
+    """The dataclass lists :data:`FIELDS` in order (``to_dict``, JSON, the widget), and a
+    positional call, which would silently bind values to the wrong fields, is refused."""
+    assert [f.name for f in dataclasses.fields(DiffuseParams)] == [f.name for f in FIELDS]
+    values = DiffuseParams.from_preset("denoise: medium").to_dict()
+    with pytest.raises(TypeError, match="positional"):
+        DiffuseParams(*values.values())
 
 
 def test_the_only_field_darktable_lacks_is_a_boolean():

@@ -158,11 +158,12 @@ def _check(spec: FieldSpec, value: Any) -> int | float | bool:
 _DEFAULTS = {f.name: f.kind(f.default) for f in FIELDS}
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class DiffuseParams:
     """Parameters of darktable's *diffuse or sharpen* module.
 
-    Immutable; every field is validated against darktable's hard range on creation.
+    Immutable and keyword-only; every field is validated against darktable's hard range
+    on creation.
     Defaults are darktable's (one iteration, radius span 8, everything else 0: the
     identity; ``keep_saturated``, not darktable's, is False). See :data:`FIELDS` for
     each field's range, label and meaning.
@@ -176,8 +177,8 @@ class DiffuseParams:
     """
 
     iterations: int = _DEFAULTS["iterations"]
-    radius: int = _DEFAULTS["radius"]
     radius_center: int = _DEFAULTS["radius_center"]
+    radius: int = _DEFAULTS["radius"]
     first: float = _DEFAULTS["first"]
     second: float = _DEFAULTS["second"]
     third: float = _DEFAULTS["third"]
