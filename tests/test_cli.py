@@ -56,8 +56,8 @@ def test_bad_input_exits_2_with_a_message(tmp_path):
                        "iterations=900")
     assert out_of_range.returncode == 2
     last_line = out_of_range.stderr.strip().splitlines()[-1]
-    assert re.fullmatch(r"napari-diffuse: error: iterations=900(\.0)? is out of range "
-                        r"\(accepted range: 0 to 500\)", last_line)
+    assert re.fullmatch(r"napari-diffuse: error: --set 'iterations=900': iterations=900(\.0)? "
+                        r"is out of range \(accepted range: 0 to 500\)", last_line)
     unknown = cli("run", tmp_path / "ok.tif", "-o", tmp_path / "o.tif", "--set", "speed=1")
     assert unknown.returncode == 2 and "Traceback" not in unknown.stderr
     assert unknown.stderr.strip().splitlines()[-1].startswith(
@@ -82,3 +82,21 @@ def test_demo_writes_results_and_a_before_after_picture(tmp_path, opencl_device)
         before = tifffile.imread(tmp_path / "demo" / f"{name}-before.tif")
         after = tifffile.imread(tmp_path / "demo" / f"{name}-after.tif")
         assert before.shape == after.shape and not np.array_equal(before, after)
+
+
+def test_api_advice_reaches_the_shell_in_option_words():
+    """Errors and warnings written for the API name the CLI's options instead."""
+    from napari_diffuse.cli import _cli_words
+
+    cases = {
+        "pass nan='inpaint' or nan='keep'": "pass --nan inpaint or --nan keep",
+        "Pass value_range='auto', value_range=(lo, hi)": "Pass --value-range auto, "
+                                                         "--value-range lo hi",
+        "channel_axis=None or channel_axis=-1": "--channel-axis none or --channel-axis -1",
+        "luminance_threshold=0.5 is inpainted": "--set luminance_threshold=0.5 is inpainted",
+        "or calibrate(image, 'inpaint', mask=...)": "or --calibrate inpaint",
+        "without overwrite=True": "without --overwrite",
+        "mask has shape (2, 3)": "--mask has shape (2, 3)",
+        "an image mask has shape": "an image mask has shape",  # only a leading 'mask'
+    }
+    assert {text: _cli_words(text) for text in cases} == cases

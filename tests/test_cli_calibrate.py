@@ -152,6 +152,7 @@ def test_undetected_value_range_warns_in_one_line(tmp_path):
     assert result.returncode == 0, result.stderr
     (warning,) = [line for line in result.stderr.splitlines() if "warning" in line]
     assert warning.startswith("napari-diffuse: warning: ") and "auto" in warning
+    assert "Pass --value-range auto" in warning and "value_range" not in warning  # CLI words
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "out.tif"),
                                   diffuse(counts, preset="bloom", backend="numpy",
                                           value_range="auto"))
@@ -160,7 +161,10 @@ def test_undetected_value_range_warns_in_one_line(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["run", "{tif}", "-o", "{out}", "--value-range", "1", "x"], "--value-range"),
     (["run", "{tif}", "-o", "{out}", "--value-range", "auto", "2"], "--value-range"),
-    (["run", "{tif}", "-o", "{out}", "--value-range", "5", "1"], "value_range"),
+    (["run", "{tif}", "-o", "{out}", "--value-range", "5", "1"], "--value-range 5.0 1.0 must"),
+    (["run", "{tif}", "-o", "{out}", "--set", "iterations=2.5"],
+     "--set 'iterations=2.5': iterations=2.5 is not a whole number"),
+    (["run", "{tif}", "-o", "{out}", "--mask", "{rgb}"], "--mask has shape (64, 64, 3)"),
     (["calibrate", "{tif}", "--value-range", "sometimes"], "--value-range"),
     (["calibrate", "{tif}", "--region", "0", "0", "10"], "--region"),
     (["calibrate", "{tif}", "--region", "0", "0", "10", "10"], "at least 32x32"),
@@ -177,7 +181,8 @@ def test_undetected_value_range_warns_in_one_line(tmp_path):
     (["run", "{tif}", "-o", "{out}", "--preset", "no such preset"], "--preset"),
 ])
 def test_bad_arguments_exit_2_naming_the_option(noisy_tif, tmp_path, args, message):
-    filled = [a.format(tif=noisy_tif, out=tmp_path / "out.tif",
+    tifffile.imwrite(tmp_path / "rgb.tif", np.zeros((64, 64, 3), np.uint8))
+    filled = [a.format(tif=noisy_tif, out=tmp_path / "out.tif", rgb=tmp_path / "rgb.tif",
                        missing=tmp_path / "missing.tif") for a in args]
     result = cli(*filled)
     assert result.returncode == 2, result.stderr

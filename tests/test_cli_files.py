@@ -62,7 +62,7 @@ def test_an_existing_output_survives_without_overwrite(frame, tmp_path):
     result = cli("run", path, "-o", out, *FAST)
     assert result.returncode == 2
     assert result.stderr.strip() == (f"napari-diffuse: error: {out}: already exists; refusing "
-                                     "to replace it without --overwrite (overwrite=True)")
+                                     "to replace it without --overwrite")
     assert out.read_bytes() == b"precious"
     result = cli("run", path, "-o", out, *FAST, "--overwrite")
     assert result.returncode == 0, result.stderr

@@ -13,6 +13,7 @@ and a one-line message naming the problem.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -57,9 +58,13 @@ def _parse_set(items: list[str]) -> dict[str, float | bool]:
             overrides[name] = value.lower() == "true"
             continue
         try:
-            overrides[name] = float(value)  # DiffuseParams checks whole numbers and ranges
+            overrides[name] = float(value)
         except ValueError:
             raise ValueError(f"--set {item!r}: {value!r} is not a number") from None
+        try:  # whole numbers and ranges, named as the shell wrote them
+            DiffuseParams().replace(**{name: overrides[name]})
+        except ValueError as err:
+            raise ValueError(f"--set {item!r}: {err}") from None
     return overrides
 
 
@@ -204,12 +209,31 @@ def _settings(args: argparse.Namespace, mask: np.ndarray | None):
     return params.replace(**overrides)
 
 
+#: The API's words in errors and warnings, and the options that say the same on the
+#: command line (applied in order).
+_CLI_WORDS = (
+    (re.compile(r"\bnan='(\w+)'"), r"--nan \1"),
+    (re.compile(r"\bvalue_range='(\w+)'"), r"--value-range \1"),
+    (re.compile(r"\bvalue_range=\(([^,()]+), ([^,()]+)\)"), r"--value-range \1 \2"),
+    (re.compile(r"\bchannel_axis=(-?\d+|None)"), lambda m: f"--channel-axis {m[1].lower()}"),
+    (re.compile(r"\b(luminance_threshold=[\w.]+)"), r"--set \1"),
+    (re.compile(r"calibrate\(image, '(\w+)', mask=\.\.\.\)"), r"--calibrate \1"),
+    (re.compile(r"\boverwrite=True\b"), "--overwrite"),
+    (re.compile(r"^mask (has|is)\b"), r"--mask \1"),
+)
+
+
+def _cli_words(text: str) -> str:
+    """``text`` (an API error or warning) with its argument names as the CLI's options."""
+    for pattern, words in _CLI_WORDS:
+        text = pattern.sub(words, text)
+    return text
+
+
 def _file_message(source: Path, err: Exception) -> str:
     """One line for a file that failed: the file named first (file errors name theirs), the
     api's advice in CLI words."""
-    text = str(err)
-    for policy in ("inpaint", "keep"):
-        text = text.replace(f"nan='{policy}'", f"--nan {policy}")
+    text = _cli_words(str(err))
     return text if isinstance(err, FileFormatError) else f"{source}: {text}"
 
 
@@ -449,7 +473,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """Print a warning as one line on stderr (replaces :func:`warnings.showwarning`)."""
-    print(f"napari-diffuse: warning: {message}", file=sys.stderr)
+    print(f"napari-diffuse: warning: {_cli_words(str(message))}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -464,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
     except _BatchFailed:
         return 2
     except (ValueError, TypeError, OSError, RuntimeError) as err:
-        print(f"napari-diffuse: error: {err}", file=sys.stderr)
+        print(f"napari-diffuse: error: {_cli_words(str(err))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\nnapari-diffuse: interrupted; no partial output was left", file=sys.stderr)

@@ -827,10 +827,10 @@ def check_mask_shape(mask, layout: Layout) -> None:
         If the dtype is not boolean or integer.
     """
     height, width = layout.spatial_shape
-    accepted = [(height, width), (*layout.leading_shape, height, width)]
+    accepted = list(dict.fromkeys([(height, width), (*layout.leading_shape, height, width)]))
     if tuple(mask.shape) not in accepted:
-        raise ValueError(f"mask has shape {tuple(mask.shape)}; accepted: {accepted[0]} or "
-                         f"{accepted[1]} (the image's spatial shape, optionally with its "
-                         "leading axes)")
+        raise ValueError(f"mask has shape {tuple(mask.shape)}; accepted: "
+                         f"{' or '.join(map(str, accepted))} (the image's spatial shape"
+                         f"{', optionally with its leading axes' if len(accepted) > 1 else ''})")
     if np.dtype(mask.dtype).kind not in "biu":
         raise TypeError(f"mask has dtype {mask.dtype}; pass a boolean (or 0/1 integer) array")

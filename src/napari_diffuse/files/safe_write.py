@@ -47,7 +47,8 @@ def check_target(path: Path, *, inputs: Sequence[Path] = (), overwrite: bool = F
     FileFormatError
         When ``path`` is an input, exists without ``overwrite``, or exists as a folder
         where a file is to be written (or as a file where a ``.zarr`` folder is to be
-        written); naming the file and the option that allows it (``--overwrite``), if any.
+        written); naming the file and the argument that allows it (``overwrite=True``,
+        which the CLI words as ``--overwrite``), if any.
     """
     for source in inputs:
         if _same_file(path, Path(source)):
@@ -55,7 +56,7 @@ def check_target(path: Path, *, inputs: Sequence[Path] = (), overwrite: bool = F
                                   "(choose another output name or folder)")
     if path.exists() and not overwrite:
         raise FileFormatError(f"{path}: already exists; refusing to replace it without "
-                              "--overwrite (overwrite=True)")
+                              "overwrite=True")
     if path.exists() and path.is_dir() != _is_folder_format(path):
         kind = "a folder" if path.is_dir() else "a file"
         raise FileFormatError(f"{path}: exists and is {kind}; refusing to replace it with "
