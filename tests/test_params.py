@@ -106,6 +106,10 @@ def test_is_immutable_and_replace_validates():
     assert (q.iterations, q.first, p.iterations) == (3, 0.5, 1)
     with pytest.raises(ValueError, match="unknown parameter"):
         p.replace(speed=1)
+    with pytest.raises(ValueError, match=r"names must be strings, not \[1\]"):
+        DiffuseParams.from_dict({1: 2})
+    with pytest.raises(ValueError, match=r"unknown preset \['bloom'\]; valid presets"):
+        DiffuseParams.from_preset(["bloom"])
     with pytest.raises(ValueError, match="first"):
         p.replace(first=2)
 

@@ -72,6 +72,13 @@ def test_a_progress_that_is_not_callable_is_refused():
         diffuse(R, preset="denoise: fine", progress=5, backend="numpy")
 
 
+@pytest.mark.parametrize("exact", ["no", 1, None])
+def test_exact_takes_only_a_boolean(exact):
+    """A string such as 'no' would be truthy: refused instead of silently meaning True."""
+    with pytest.raises(TypeError, match=f"exact={exact!r} is not a boolean"):
+        diffuse(R, preset="denoise: fine", exact=exact, backend="numpy")
+
+
 @pytest.mark.parametrize("depth", [-1, "x", 2.0, True])
 def test_bad_depth_is_refused(depth):
     with pytest.raises(ValueError, match="depth="):

@@ -252,7 +252,7 @@ def diffuse(image, params: DiffuseParams | None = None, *, preset: str | None = 
                                 nan=nan, overrides=overrides)
     image, params, layout = _validate(image, params, preset, channel_axis, value_range,
                                       overrides)
-    _check_options(image, backend, progress, chunks, depth)
+    _check_options(backend, progress, chunks, depth, exact)
     solver = get_solver(backend)
     plan = make_plan(params)
     if _changes_nothing(params, mask):
@@ -308,8 +308,10 @@ def _started(image, channel_axis, nan: str):
     return started(image, channel_axis)
 
 
-def _check_options(image, backend: str, progress, chunks, depth) -> None:
+def _check_options(backend: str, progress, chunks, depth, exact) -> None:
     tiling.check_depth(depth)
+    if not isinstance(exact, (bool, np.bool_)):
+        raise TypeError(f"exact={exact!r} is not a boolean; pass True or False")
     tiling.check_chunks(chunks)
     if progress is not None and not callable(progress):
         raise TypeError(f"progress={progress!r} is not callable; pass a function "
@@ -332,7 +334,7 @@ def _diffuse_missing(image, params, *, preset, channel_axis, mask, backend, valu
         if not hasattr(mask, "shape"):
             mask = np.asarray(mask)  # a nested list, as diffuse() takes without nan
         intensity.check_mask_shape(mask, layout)
-    _check_options(image, backend, progress, chunks, depth)
+    _check_options(backend, progress, chunks, depth, exact)
     common = dict(channel_axis=channel_axis, backend=backend, chunks=chunks, depth=depth,
                   exact=exact)
 

@@ -223,7 +223,12 @@ class DiffuseParams:
         ValueError
             On unknown names or invalid values.
         """
-        return cls().replace(**dict(mapping))
+        mapping = dict(mapping)
+        odd = [name for name in mapping if not isinstance(name, str)]
+        if odd:  # ** would raise TypeError
+            raise ValueError(f"parameter names must be strings, not {odd!r}; valid names: "
+                             f"{list(_BY_NAME)}")
+        return cls().replace(**mapping)
 
     def to_json(self) -> str:
         """Return the fields as a JSON object string."""

@@ -21,7 +21,7 @@ from .params import DiffuseParams
 from .resources import data_dir
 
 __all__ = ["GROUPS", "Preset", "list_presets", "load_preset", "preset_description",
-           "preset_group", "read_preset_file"]
+           "read_preset_file"]
 
 #: Preset groups, in the order a user should meet them.
 GROUPS = ("science", "darktable")
@@ -171,7 +171,7 @@ def load_preset(name: str) -> DiffuseParams:
     """
     try:
         return _presets()[name].params
-    except KeyError:
+    except (KeyError, TypeError):  # TypeError: not a name at all (a list, say)
         raise ValueError(f"unknown preset {name!r}; valid presets: {list_presets()}") from None
 
 
