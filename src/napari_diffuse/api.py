@@ -421,15 +421,36 @@ def luminance_mask(image, params: DiffuseParams | None = None, *, preset: str | 
 
     True where any colour channel (R, G, B; the 4th of 4 channels is alpha; every
     channel otherwise) is above ``luminance_threshold``, in working units. All False
-    when the threshold is 0 (darktable then diffuses everywhere). The arguments are
-    those of :func:`diffuse`; ``value_range`` sets the working units (and may warn);
-    with ``nan="inpaint"`` or ``"keep"`` missing pixels take their nearest finite
-    pixel's values first (:func:`napari_diffuse.missing.started`).
+    when the threshold is 0 (darktable then diffuses everywhere).
+
+    Parameters
+    ----------
+    image : array_like or dask.array.Array
+        As in :func:`diffuse`.
+    params : DiffuseParams, optional
+        The settings; default: darktable's defaults.
+    preset : str, optional
+        A preset name instead of ``params`` (see :func:`list_presets`).
+    channel_axis : int, optional
+        The axis holding channels; ``None`` means a single channel.
+    value_range : None, "auto", "dtype" or (float, float)
+        The working units, as in :func:`diffuse` (and may warn the same way).
+    nan : {"error", "inpaint", "keep"}
+        ``"error"`` refuses NaN and infinite values; otherwise missing pixels take
+        their nearest finite pixel's values first
+        (:func:`napari_diffuse.missing.started`).
+    **overrides
+        Fields of :class:`DiffuseParams` replacing those of ``params`` or ``preset``.
 
     Returns
     -------
     numpy.ndarray of bool
         The image's leading plus spatial shape; lazy (dask) for dask input.
+
+    Raises
+    ------
+    ValueError
+        As :func:`diffuse` does, for the same arguments.
     """
     image = _started(image, channel_axis, nan)
     image, params, layout = _validate(image, params, preset, channel_axis, value_range,
@@ -453,15 +474,40 @@ def variance_map(image, params: DiffuseParams | None = None, *, preset: str | No
     at the finest wavelet scale of the first iteration, averaged over channels. Every
     speed is divided by it: bright areas of the map (edges, texture) are protected,
     dark areas (flat regions, values near ``10**edge_threshold``) diffuse at full speed.
-    Use it to tune *edge sensitivity* and *edge threshold*. The arguments are those of
-    :func:`diffuse`; ``value_range`` sets the working units (and may warn); ``nan`` as in
-    :func:`luminance_mask`.
+    Use it to tune *edge sensitivity* and *edge threshold*.
+
+    Parameters
+    ----------
+    image : array_like or dask.array.Array
+        As in :func:`diffuse`.
+    params : DiffuseParams, optional
+        The settings; default: darktable's defaults.
+    preset : str, optional
+        A preset name instead of ``params`` (see :func:`list_presets`).
+    channel_axis : int, optional
+        The axis holding channels; ``None`` means a single channel.
+    mask : array_like of bool, optional
+        The caller's mask, as in :func:`diffuse` (else the luminance mask): inside it
+        the map sees darktable's seeded start noise, as the first iteration does.
+    backend : {"auto", "numpy", "opencl"}
+        The solver that computes the map.
+    value_range : None, "auto", "dtype" or (float, float)
+        The working units, as in :func:`diffuse` (and may warn the same way).
+    nan : {"error", "inpaint", "keep"}
+        As in :func:`luminance_mask`.
+    **overrides
+        Fields of :class:`DiffuseParams` replacing those of ``params`` or ``preset``.
 
     Returns
     -------
     numpy.ndarray of float32
         The image's leading plus spatial shape; lazy (dask, exact: chunks overlap by
         3 px) for dask input.
+
+    Raises
+    ------
+    ValueError
+        As :func:`diffuse` does, for the same arguments.
     """
     image = _started(image, channel_axis, nan)
     image, params, layout = _validate(image, params, preset, channel_axis, value_range,

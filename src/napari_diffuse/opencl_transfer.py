@@ -116,6 +116,7 @@ class Staging:
         self._run(chunk, len(starts))
 
     def close(self) -> None:
+        """Stop the host copy threads (copies under way finish on their own)."""
         self.pool.shutdown(wait=False)
 
 
@@ -161,5 +162,6 @@ class Transfers:
             record("download", time.perf_counter() - start)
 
     def close(self) -> None:
+        """Stop the staging slots' host copy threads, if any."""
         if self.staging is not None:
             self.staging.close()

@@ -149,6 +149,11 @@ def list_presets(group: str | None = None) -> list[str]:
         Only the presets of this group; ``None`` lists every group, science presets
         first, each group sorted.
 
+    Raises
+    ------
+    ValueError
+        If ``group`` is not one of :data:`GROUPS`.
+
     Examples
     --------
     >>> "denoise: medium" in list_presets("darktable")
