@@ -111,6 +111,7 @@ def test_inpaint_with_a_mask_file(tmp_path):
                                   diffuse(image, expected, mask=mask != 0, backend="numpy"))
 
 
+@pytest.mark.filterwarnings("ignore::napari_diffuse.errors.InpaintingWarning")  # 2 iterations
 def test_set_takes_booleans(tmp_path):
     image = noisy_image()
     tifffile.imwrite(tmp_path / "in.tif", image)

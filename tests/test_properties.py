@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -73,6 +74,7 @@ def test_negative_isotropic_speeds_raise_the_gradient_energy(image, speed):
 
 @SETTINGS
 @given(image=images(0.0, 3.0), p=params(first=0.2, third=-0.3, luminance_threshold=1.0))
+@pytest.mark.filterwarnings("ignore::napari_diffuse.errors.InpaintingWarning")  # random settings
 def test_the_input_array_is_never_modified(image, p):
     before = image.copy()
     diffuse(image, p, channel_axis=-1, backend="numpy")

@@ -72,6 +72,7 @@ def _stars(shape, seed=3):
     return image
 
 
+@pytest.mark.filterwarnings("ignore::napari_diffuse.errors.InpaintingWarning")  # a test card
 def test_inpaint_highlights_chunked_equals_whole():
     image = _stars((139, 131))
     assert luminance_mask(image, preset="inpaint highlights", channel_axis=-1).sum() > 300

@@ -393,8 +393,9 @@ def _warn_unfilled(image, planes: np.ndarray | None, result, layout: intensity.L
             "seeded start noise. " + (
                 "Use the preset 'fill gaps under a mask' or calibrate(image, 'inpaint', "
                 "mask=...)" if threshold is None else
-                f"Every value above luminance_threshold={threshold:g} is inpainted: use the "
-                "preset 'inpaint highlights', or luminance_threshold=0 to inpaint nothing")),
+                f"Every value above luminance_threshold={threshold:g} is inpainted: more "
+                "iterations or a wider radius fill it (the preset 'inpaint highlights' is "
+                "made for it), luminance_threshold=0 inpaints nothing")),
             stacklevel=3)
 
 
