@@ -21,7 +21,12 @@ from test_params import DARKTABLE_TABLE  # noqa: E402
 from napari_diffuse import IntensityWarning, api  # noqa: E402
 from napari_diffuse.params import FIELDS, DiffuseParams  # noqa: E402
 from napari_diffuse.presets import list_presets, load_preset  # noqa: E402
-from napari_diffuse.user_presets import CONFIG_DIR_VARIABLE, list_user_presets  # noqa: E402
+from napari_diffuse.user_presets import (  # noqa: E402
+    CONFIG_DIR_VARIABLE,
+    list_user_presets,
+    presets_dir,
+    save_user_preset,
+)
 from napari_diffuse.widget import (  # noqa: E402
     CUSTOM,
     GROUP_TITLES,
@@ -303,6 +308,57 @@ def test_multichannel_uses_the_chosen_channel_axis(viewer, widget, qtbot):
     np.testing.assert_array_equal(variance.scale, (0.5, 0.25))
 
 
+def test_outputs_are_placed_and_described_as_the_input_is(viewer, widget, qtbot):
+    """Units, axis labels, rotation, shear, affine, blending, opacity and metadata carry
+    over: each output pixel lands where the input's does (a channel axis dropped from the
+    extra layers); a re-run refreshes the looks; an extra layer no longer asked for goes."""
+    data = np.random.default_rng(3).random((2, 24, 28), dtype=np.float32)
+    layer = viewer.add_image(
+        data, name="tissue", scale=(1.0, 0.5, 0.25), translate=(0, 10, 20), rotate=30,
+        shear=[0.0, 0.0, 0.2], units=("um", "um", "um"), axis_labels=("c", "y", "x"),
+        metadata={"acquisition": 7}, blending="additive", opacity=0.8)
+    widget.input.value = layer
+    widget.set_params(FAST)
+    widget.channel_axis.value = 0
+    widget.show_luminance_mask.value = True
+    widget.show_variance_map.value = True
+    run_and_wait(widget, qtbot)
+    found = outputs(viewer)
+    result = found["result"]
+    pixel = np.array([1, 10, 10])
+    np.testing.assert_allclose(result.data_to_world(pixel), layer.data_to_world(pixel))
+    assert result.units == layer.units and result.axis_labels == ("c", "y", "x")
+    assert (result.blending, result.opacity) == ("additive", 0.8)
+    assert result.metadata["acquisition"] == 7 and METADATA_KEY in result.metadata
+    for role in ("luminance mask", "variance map"):
+        extra = found[role]
+        assert extra.axis_labels == ("y", "x") and extra.units == layer.units[1:]
+        np.testing.assert_allclose(extra.data_to_world(pixel[1:]),
+                                   layer.data_to_world(pixel)[1:])
+    layer.colormap, layer.gamma = "cyan", 0.5
+    widget.show_luminance_mask.value = False
+    run_and_wait(widget, qtbot)
+    found = outputs(viewer)
+    assert found["result"] is result and "luminance mask" not in found
+    assert (result.colormap.name, result.gamma) == ("cyan", 0.5)
+
+
+def test_a_crop_is_placed_where_it_lies_in_a_rotated_sheared_input():
+    """The preview's placement: a crop starting at ``offset`` lands on the input's pixels
+    under rotation, shear, scale, translate and affine (``translate + offset * scale``
+    would not)."""
+    from napari_diffuse.widget_layers import placement
+
+    layer = napari.layers.Image(np.zeros((3, 40, 50), np.float32), scale=(2.0, 0.5, 0.25),
+                                translate=(1, 10, 20), rotate=25, shear=[0.1, 0.0, 0.3],
+                                affine=np.diag([1.0, 1.5, 1.0, 1.0]))
+    offset = np.array([1, 12, 7])
+    crop = napari.layers.Image(np.zeros((1, 8, 9), np.float32), **placement(layer, offset=offset))
+    for pixel in ([0, 0, 0], [0, 5, 3]):
+        np.testing.assert_allclose(crop.data_to_world(pixel),
+                                   layer.data_to_world(np.add(pixel, offset)), atol=1e-9)
+
+
 def test_nan_pixels_can_be_kept_as_missing_data(viewer, widget, qtbot, messages):
     """The NaN / Inf menu reaches the api: "error" refuses, "keep" runs and puts NaN back;
     the extra layers see the started image."""
@@ -362,6 +418,35 @@ def test_intensities_choose_the_value_range(viewer, widget, qtbot, messages, cho
 def test_rgb_layers_use_their_colour_axis_automatically(viewer, widget):
     widget.input.value = viewer.add_image(np.zeros((8, 8, 3), np.float32), rgb=True)
     assert not widget.channel_axis.enabled and widget._source().channel_axis == -1
+
+
+@pytest.mark.parametrize("lazy", [False, True], ids=["numpy", "dask"])
+def test_an_rgba_layer_keeps_its_alpha(viewer, widget, qtbot, lazy):
+    """napari's 4th colour is alpha: the colours are diffused, the alpha comes back as it
+    was (as the CLI does for RGBA pictures), and the variance map is the colours'."""
+    rng = np.random.default_rng(8)
+    rgba = rng.random((40, 48, 4), dtype=np.float32)
+    rgba[..., 3] = 0.0
+    rgba[10:30, 12:36, 3] = 1.0  # an opaque square
+    if lazy:
+        import dask.array as da
+
+        data = da.from_array(rgba, chunks=(20, 24, 4))
+    else:
+        data = rgba
+    widget.input.value = viewer.add_image(data, rgb=True, name="rgba")
+    widget.set_params(load_preset("bloom"))
+    widget.show_variance_map.value = True
+    run_and_wait(widget, qtbot)
+    found = outputs(viewer)
+    result = np.asarray(found["result"].data)
+    assert result.shape == rgba.shape
+    np.testing.assert_array_equal(result[..., 3], rgba[..., 3])
+    colours = api.diffuse(rgba[..., :3], load_preset("bloom"), channel_axis=-1,
+                          value_range=None)
+    np.testing.assert_allclose(result[..., :3], colours, atol=1e-6 if lazy else 0)
+    np.testing.assert_allclose(np.asarray(found["variance map"].data), api.variance_map(
+        rgba[..., :3], load_preset("bloom"), channel_axis=-1, value_range=None), rtol=1e-6)
 
 
 def test_rerun_replaces_the_result_layer(viewer, widget, qtbot):
@@ -488,6 +573,64 @@ def test_cancel_mid_run_leaves_the_layers_as_they_were(viewer, widget, qtbot, me
     assert widget.run_button.enabled and not widget.cancel_button.enabled
 
 
+def _start_a_long_run(viewer, widget, qtbot, name="big"):
+    layer = viewer.add_image(np.random.default_rng(3).random((256, 256), dtype=np.float32),
+                             name=name)
+    widget.input.value = layer
+    widget.set_params(load_preset("denoise: medium").replace(iterations=500))
+    widget.backend.value = "numpy"  # seconds per run: the event lands mid-run
+    widget.show_luminance_mask.value = True
+    worker = widget.run()
+    qtbot.waitUntil(lambda: widget.progress.value >= 1, timeout=30_000)
+    return layer, worker
+
+
+def test_removing_the_input_mid_run_cancels_it(viewer, widget, qtbot, messages):
+    """No orphan layers appear for an input that is gone; the run stops early."""
+    viewer.add_image(images()["gray"][0], name="other")
+    layer, _ = _start_a_long_run(viewer, widget, qtbot)
+    viewer.layers.remove(layer)
+    qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
+    assert layer_names(viewer) == ["other"]
+    assert widget.progress.value < widget.progress.max  # stopped mid-run
+    assert "'big' was removed" in widget.status.value
+    assert widget.run_button.enabled and not messages.texts("error")
+
+
+def test_closing_the_viewer_mid_run_stops_it_quietly(make_napari_viewer, qtbot, messages):
+    """The controls are gone with the viewer: the run is cancelled, nothing reports into
+    deleted widgets (each progress report did, one error notification each)."""
+    viewer = make_napari_viewer()
+    widget = DiffuseWidget(viewer)
+    viewer.window.add_dock_widget(widget, name=WIDGET_NAME)
+    _, worker = _start_a_long_run(viewer, widget, qtbot)
+    finished = []
+    worker.finished.connect(lambda: finished.append(True))
+    viewer.close()
+    qtbot.waitUntil(lambda: bool(finished), timeout=60_000)
+    assert widget._runner.cancelled
+    assert not messages.texts("error")
+
+
+def test_an_internal_error_is_reported_not_raised(viewer, widget, qtbot, messages,
+                                                  monkeypatch):
+    """A bug in a run (a KeyError, standing in for one: it cannot be caused for real)
+    becomes napari's error report with its traceback; raising it in the Qt slot would
+    abort a script without napari's exception hook. The viewer is left as it was."""
+    from napari_diffuse import widget_jobs
+
+    def broken(*_args, **_kwargs):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(widget_jobs.api, "diffuse", broken)
+    widget.input.value = viewer.add_image(images()["gray"][0], name="cells")
+    widget.set_params(FAST)
+    run_and_wait(widget, qtbot)
+    assert layer_names(viewer) == ["cells"] and "internal error" in widget.status.value
+    assert any("a bug" in text for text in messages.texts("error"))
+    assert widget.run_button.enabled
+
+
 @pytest.mark.parametrize("make_input, channel_axis, message", [
     (lambda viewer: viewer.add_image(np.ones((4, 50), np.float32), name="profile"), 0,
      "needs at least 2 spatial dimensions"),
@@ -532,6 +675,47 @@ def test_save_and_choose_a_user_preset(widget, config_folder):
     widget.preset.value = "bloom"
     widget.preset.value = "my cells"
     assert widget.params == FAST.replace(sharpness=0.125)
+
+
+def test_a_user_preset_whose_file_went_says_so(widget, messages):
+    path = save_user_preset("gone", FAST)
+    widget.preset.reset_choices()
+    widget.set_params(load_preset("bloom"))
+    path.unlink()
+    before = widget.params
+    widget.preset.value = "gone"
+    assert widget.preset.value == CUSTOM and widget.params == before  # the menu does not lie
+    assert any("'gone' could not be loaded" in text for text in messages.texts("error"))
+    assert "gone" not in widget.preset.choices
+
+
+def test_presets_keep_values_finer_than_the_controls(widget):
+    """A user preset (or a calibration) finer than a control's decimals runs exactly while
+    that control is left alone; a control the user sets gives its own value."""
+    precise = FAST.replace(first=0.12345, edge_threshold=-0.4321, anisotropy_first=2.34567)
+    save_user_preset("precise", precise)
+    widget.preset.reset_choices()
+    widget.preset.value = "precise"
+    assert widget.params == precise
+    widget.iterations.value = 3
+    assert widget.params == precise.replace(iterations=3)
+    widget.first.value = 20.0
+    assert widget.params == precise.replace(iterations=3, first=0.2)
+
+
+def test_layer_events_do_not_reread_the_preset_folder(viewer, widget, messages):
+    """Adding and removing layers refreshes the layer menus only: a broken preset file
+    is reported when the preset menu is read, not on every layer event."""
+    presets_dir().mkdir(parents=True, exist_ok=True)
+    (presets_dir() / "broken.json").write_text("{")
+    widget.preset.reset_choices()
+    reported = len(messages.texts("warning"))
+    assert reported >= 1
+    for index in range(4):
+        layer = viewer.add_image(np.zeros((8, 8), np.float32), name=f"l{index}")
+        assert layer in widget.input.choices
+        viewer.layers.remove(layer)
+    assert len(messages.texts("warning")) == reported
 
 
 def test_saving_under_a_bundled_name_is_refused(widget, messages):

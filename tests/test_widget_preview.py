@@ -257,6 +257,18 @@ def test_a_stack_previews_the_plane_shown_and_rgb_every_colour(shown, qtbot):
                                   value_range=(0.0, 1.0)))
     assert layer in widget.input.choices
 
+    alpha = np.ones((40, 56, 1), np.float32)
+    alpha[:20] = 0.25
+    rgba = viewer.add_image(np.concatenate([colour, alpha], axis=-1), rgb=True, name="rgba")
+    widget.input.value = rgba
+    widget.set_params(FAST)
+    qtbot.waitUntil(lambda: preview_of(viewer) is not None
+                    and preview_of(viewer).name == "rgba [preview]", timeout=30_000)
+    preview = wait_preview(widget, qtbot)
+    np.testing.assert_array_equal(preview.data[..., 3], alpha[..., 0])  # alpha kept
+    np.testing.assert_array_equal(preview.data[..., :3], api.diffuse(
+        colour, FAST, channel_axis=-1, backend="numpy", value_range=(0.0, 1.0)))
+
 
 def test_a_dask_layer_is_previewed_from_its_crop(shown, qtbot):
     da = pytest.importorskip("dask.array")

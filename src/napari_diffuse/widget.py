@@ -21,6 +21,7 @@ worker thread. This module assembles the dock; each concern has its own module:
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import napari.viewer
 from magicgui.widgets import (
@@ -34,7 +35,7 @@ from magicgui.widgets import (
 )
 from napari.layers import Image, Labels, Layer, Shapes
 from napari.qt.threading import FunctionWorker
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import notification_manager, show_error, show_info
 from qtpy.QtWidgets import QApplication, QSizePolicy
 
 from .backends import BACKENDS
@@ -111,9 +112,11 @@ class DiffuseWidget(CalibrateMixin, PresetsMixin, PreviewMixin, Container):
         self._tuned = False  # the user changed a control or chose a preset
         self._base_preset: str | None = None  # the last preset chosen, and its settings
         self._base_params: DiffuseParams | None = None
+        self._shown: DiffuseParams | None = None  # the exact values set_params last showed
         self._calibrated: DiffuseParams | None = None  # the last calibration's result
         self._runner = Runner(on_progress=self._on_progress, on_busy=self._on_busy,
                               on_error=self._on_errored)
+        self._jobs: list[Job] = []  # the running jobs (their inputs' removal cancels them)
 
         self.input = ComboBox(name="input", label="input", choices=self._input_choices,
                               tooltip="The Image layer to diffuse or sharpen.")
@@ -236,6 +239,10 @@ class DiffuseWidget(CalibrateMixin, PresetsMixin, PreviewMixin, Container):
             emitter = getattr(viewer.layers.events, event, None)
             if emitter is not None:
                 emitter.connect(self._on_layers_changed)
+        viewer.layers.events.removed.connect(self._on_layer_removed)
+        # the viewer closing deletes the controls: stop a run rather than report into them
+        self._closed = False
+        self.progress.native.destroyed.connect(self._on_closed)
         # "selected layers" appears in the input menu once several layers are selected
         viewer.layers.selection.events.changed.connect(self._on_selection_changed)
         self._on_input_chosen(self.input.value)
@@ -297,8 +304,27 @@ class DiffuseWidget(CalibrateMixin, PresetsMixin, PreviewMixin, Container):
 
         opencl_solver.configure(device=index)  # the next OpenCL run builds on this device
 
+    def reset_choices(self, *_: Any) -> None:
+        """Refresh the menus that depend on the layers (napari calls this on every layer
+        event); the preset menu, which reads the user preset folder, refreshes itself
+        when a preset is saved, imported or calibrated."""
+        for menu in (self.input, self.channel_axis, self.mask, self.preview_region,
+                     self.calibration_region):
+            menu.reset_choices()
+
     def _on_layers_changed(self, _event=None) -> None:
         self.reset_choices()
+
+    def _on_layer_removed(self, event) -> None:
+        """Cancel a run whose input layer was removed: its results would have no place."""
+        if any(job.source.layer is event.value for job in self._jobs):
+            self.cancel()
+            self.status.value = f"cancelling: the input {event.value.name!r} was removed"
+
+    def _on_closed(self, _object=None) -> None:
+        self._closed = True
+        self._runner.cancel()
+        self._preview_runner.cancel()
 
     def _on_selection_changed(self, _event=None) -> None:
         self.input.reset_choices()
@@ -334,14 +360,24 @@ class DiffuseWidget(CalibrateMixin, PresetsMixin, PreviewMixin, Container):
     # ------------------------------------------------------------------ parameters
     @property
     def params(self) -> DiffuseParams:
-        """The :class:`DiffuseParams` the controls show."""
-        return DiffuseParams(**{spec.name: param_value(spec, getattr(self, spec.name).value)
-                                for spec in FIELDS})
+        """The :class:`DiffuseParams` the controls show: where a control still shows the
+        value :meth:`set_params` gave it (a preset's, a calibration's), that exact value,
+        not its rounding to the control's decimals."""
+        values = {}
+        for spec in FIELDS:
+            chosen = param_value(spec, getattr(self, spec.name).value)
+            exact = None if self._shown is None else getattr(self._shown, spec.name)
+            unchanged = exact is not None and param_value(spec, control_value(spec, exact)) \
+                == chosen
+            values[spec.name] = exact if unchanged else chosen
+        return DiffuseParams(**values)
 
     def set_params(self, params: DiffuseParams) -> None:
-        """Show ``params`` in the controls (the preset menu then shows "custom")."""
+        """Show ``params`` in the controls (the preset menu then shows "custom"); values
+        finer than a control's decimals are kept while the control is left as it is."""
         for spec in FIELDS:
             getattr(self, spec.name).value = control_value(spec, getattr(params, spec.name))
+        self._shown = params
 
     def _on_control_changed(self, _value=None) -> None:
         if not self._applying_preset:
@@ -427,6 +463,7 @@ class DiffuseWidget(CalibrateMixin, PresetsMixin, PreviewMixin, Container):
             return None
         names = ", ".join(job.source.layer.name for job in jobs)
         total = sum(job_total(job) for job in jobs)
+        self._jobs = jobs
         return self._start(compute_all, jobs, lambda outcomes: self._on_returned(jobs, outcomes),
                            busy_with="diffuse or sharpen", total=total,
                            status=f"running {jobs[0].preset} on {names}…")
@@ -481,15 +518,26 @@ class DiffuseWidget(CalibrateMixin, PresetsMixin, PreviewMixin, Container):
                            backend=self.backend.value, nan=self.nan.value)
 
     def _on_progress(self, done: int, total: int, left: str) -> None:
+        if self._closed:
+            return
         self.progress.max = max(1, total)
         self.progress.value = min(done, total)
         self.progress.native.setFormat(f"%p % · {left}" if left else "%p %")
 
     def _on_returned(self, jobs: list[Job], outcomes: list[Outcome] | None) -> None:
+        self._jobs = []
         names = ", ".join(repr(job.source.layer.name) for job in jobs)
+        gone = [job.source.layer for job in jobs if job.source.layer not in self._viewer.layers]
+        if outcomes is not None and (self._closed or gone):
+            for outcome in outcomes:
+                outcome.discard()
+            outcomes = None
+        if self._closed:
+            return
         if outcomes is None:
             self.progress.value = 0
-            self._say(f"cancelled: {jobs[0].preset} on {names}; no layer was changed")
+            why = f" (the input {gone[0].name!r} was removed)" if gone else ""
+            self._say(f"cancelled{why}: {jobs[0].preset} on {names}; no layer was changed")
             return
         for job, outcome in zip(jobs, outcomes, strict=True):
             publish(self._viewer, job.source.layer, job.source.channel_axis, job.preset,
@@ -499,13 +547,18 @@ class DiffuseWidget(CalibrateMixin, PresetsMixin, PreviewMixin, Container):
         self._say(f"{names} [{jobs[0].preset}] done in {seconds:.1f} s")
 
     def _on_errored(self, busy_with: str, err: Exception) -> None:
+        if self._closed:
+            return
         if isinstance(err, (ValueError, TypeError, RuntimeError, MemoryError)):
             self._fail(f"{busy_with} failed: {err}")
-        else:  # a bug: let napari show it with its traceback
+        else:  # a bug: napari shows it with its traceback (raising here, in a Qt slot,
+            # would abort a scripted session that has no exception hook)
             self.status.value = f"internal error: {err!r}"
-            raise err
+            notification_manager.receive_error(type(err), err, err.__traceback__)
 
     def _on_busy(self, busy: bool) -> None:
+        if self._closed:
+            return
         self.run_button.enabled = self.calibrate_button.enabled = not busy
         self.cancel_button.enabled = busy
         if not busy:

@@ -38,7 +38,7 @@ from napari.qt.threading import FunctionWorker
 from .calibrate import Calibration, calibrate
 from .missing import started
 from .params import DiffuseParams
-from .widget_jobs import spatial_axes
+from .widget_jobs import colours, spatial_axes
 
 if TYPE_CHECKING:
     import napari.viewer
@@ -154,7 +154,7 @@ def _calibrate(job: _CalibrationJob,
                progress: Callable[[int, int], None]) -> tuple[DiffuseParams, Calibration]:
     """The worker's task: :func:`calibrate` on the job's input (the mask for inpainting)."""
     source = job.source
-    data = source.data
+    data = colours(source.data, source.alpha)  # an RGBA layer's alpha is not image data
     if source.nan != "error":  # missing pixels take their nearest finite pixel's values
         data = started(data, source.channel_axis)
     return calibrate(data, job.task,
@@ -241,6 +241,8 @@ class CalibrateMixin:
         return _CalibrationJob(source, task, region)
 
     def _on_calibrated(self, outcome: tuple[DiffuseParams, Calibration] | None) -> None:
+        if self._closed:  # the viewer closed during the calibration
+            return
         if outcome is None:
             self._say("calibration cancelled; no control was changed")
             return

@@ -64,6 +64,11 @@ class Source:
         """The input's array: the full-resolution level of a multiscale layer."""
         return _levels(self.layer)[0]
 
+    @property
+    def alpha(self) -> bool:
+        """Whether the input is an RGBA layer: its 4th colour is alpha, kept untouched."""
+        return bool(self.layer.rgb) and self.data.shape[-1] == 4
+
 
 @dataclasses.dataclass(frozen=True)
 class Job:
@@ -99,6 +104,24 @@ class Outcome:
         """Remove the run's zarr folder (the outcome will not be shown)."""
         if self.stored is not None:
             self.stored.discard()
+
+
+def colours(data, alpha: bool):
+    """``data`` without its alpha (the last axis' 4th entry) when ``alpha``, else itself."""
+    return data[..., :3] if alpha else data
+
+
+def with_alpha(result, data, alpha: bool):
+    """``result`` (the run on :func:`colours`) with ``data``'s alpha put back, untouched,
+    when ``alpha`` (as the CLI does for RGBA pictures); NumPy or dask, as ``result`` is."""
+    if not alpha:
+        return result
+    if tiling.is_dask(result):
+        import dask.array as da
+
+        kept = da.asarray(data[..., 3:]).rechunk(result.chunks[:-1] + ((1,),))
+        return da.concatenate([result, kept], axis=-1).rechunk({result.ndim - 1: -1})
+    return np.concatenate([np.asarray(result), np.asarray(data[..., 3:])], axis=-1)
 
 
 def is_lazy(layer: Layer) -> bool:
@@ -140,11 +163,12 @@ def compute(job: Job, progress: Callable[[int, int], None]) -> Outcome:
         return _compute_lazy(job, progress)
     start = time.perf_counter()
     source = job.source
-    data = source.layer.data
+    data = colours(source.layer.data, source.alpha)
     common = dict(channel_axis=source.channel_axis, value_range=source.value_range,
                   nan=source.nan)
     result = api.diffuse(data, job.params, mask=source.mask, backend=source.backend,
                          progress=progress, **common)
+    result = with_alpha(result, source.layer.data, source.alpha)
     # uint8, as napari's Labels layers hold it (and as the lazy path stores it)
     mask = np.asarray(_diffusion_mask(data, job, common), np.uint8) if job.want_mask else None
     variance = limits = None
@@ -253,10 +277,12 @@ def _compute_lazy(job: Job, progress: Callable[[int, int], None]) -> Outcome:
     common = dict(channel_axis=channel_axis, value_range=source.value_range, nan=source.nan)
 
     def build(check) -> list[result_store.Wanted]:  # in the store's helper thread
-        image = as_dask(levels[0], channel_axis)
+        whole = as_dask(levels[0], channel_axis)
+        image = colours(whole, source.alpha)
         # the chunks computing when Cancel comes stop at their next iteration
-        result = api.diffuse(image, params, mask=source.mask, backend=source.backend,
-                             progress=check, **common)
+        result = with_alpha(api.diffuse(image, params, mask=source.mask,
+                                        backend=source.backend, progress=check, **common),
+                            whole, source.alpha)
         wanted = [result_store.Wanted(result, lower, "mean")]
         if job.want_mask:
             wanted.append(result_store.Wanted(_lazy_diffusion_mask(image, job, common, result),

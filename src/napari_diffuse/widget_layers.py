@@ -1,22 +1,27 @@
 """The dock widget's output layers: where results go in the layer list, and their names.
 
-A run writes ``"<input> [<what ran>]"``, an Image layer with the input's scale,
-translate, contrast limits, colormap and RGB flag, and optionally ``"<input> [luminance
+A run writes ``"<input> [<what ran>]"``, an Image layer placed as the input is
+(:func:`placement`: scale, translate, rotation, shear, affine, units, axis labels), with
+its contrast limits, gamma, colormap, blending, opacity, RGB flag and metadata, and
+optionally ``"<input> [luminance
 mask]"`` (Labels: where the run diffused) and ``"<input> [variance map]"`` (Image,
 ``magma``), stacked just below the result. The layers carry ``metadata["napari_diffuse"] =
 {"source": <input layer's unique_id>, "role": ..., "name": <the name given>}``: a new run
 on the same input replaces its previous layers' data, unless the user renamed a layer
-(it is then left alone and a new layer is added) or asked to keep every result.
+(it is then left alone and a new layer is added) or asked to keep every result; an extra
+layer the new run no longer makes is removed with it then.
 """
 
 from __future__ import annotations
 
+import numpy as np
 from napari.layers import Image, Labels, Layer
+from napari.utils.transforms.transform_utils import shear_to_matrix
 
 from .params import FIELDS, DiffuseParams
 from .widget_controls import CUSTOM
 
-__all__ = ["METADATA_KEY", "publish", "settings_label", "role_of"]
+__all__ = ["METADATA_KEY", "placement", "publish", "settings_label", "role_of"]
 
 #: Key of the metadata that ties output layers to their input layer.
 METADATA_KEY = "napari_diffuse"
@@ -28,6 +33,45 @@ def role_of(layer: Layer) -> str | None:
     "variance map", "preview"), or None for any other layer."""
     info = layer.metadata.get(METADATA_KEY)
     return info.get("role") if isinstance(info, dict) else None
+
+
+def placement(layer: Layer, axes: list[int] | None = None,
+              offset: list[int] | None = None) -> dict:
+    """Where data derived from ``layer`` goes in the world: the layer properties that place
+    it as ``layer`` is placed.
+
+    Parameters
+    ----------
+    layer : napari.layers.Layer
+        The input layer.
+    axes : list of int, optional
+        The input's axes the new data keeps (default: all); the others (a channel axis)
+        are dropped from every property.
+    offset : list of int, optional
+        Where the new data starts in the input's data, in pixels per axis (a crop):
+        moved along the input's rotation and shear.
+
+    Returns
+    -------
+    dict
+        ``scale``, ``translate``, ``rotate``, ``shear`` (matrices), ``affine``, ``units``
+        and ``axis_labels``, for a layer's constructor or ``setattr``.
+    """
+    ndim = layer.ndim
+    axes = list(range(ndim)) if axes is None else list(axes)
+    scale = np.asarray(layer.scale, float)
+    translate = np.asarray(layer.translate, float)
+    rotate = np.asarray(layer.rotate, float)
+    shear = shear_to_matrix(layer.shear, ndim=ndim)
+    if offset is not None:
+        translate = translate + rotate @ shear @ (scale * np.asarray(offset, float))
+    kept = np.ix_(axes, axes)
+    homogeneous = [*axes, ndim]
+    return dict(scale=scale[axes], translate=translate[axes], rotate=rotate[kept],
+                shear=shear[kept],
+                affine=layer.affine.affine_matrix[np.ix_(homogeneous, homogeneous)],
+                units=[layer.units[i] for i in axes],
+                axis_labels=[layer.axis_labels[i] for i in axes])
 
 
 def settings_label(preset: str, base: str | None, base_params: DiffuseParams | None,
@@ -52,25 +96,34 @@ def _mine(layer: Layer, source: str, role: str) -> bool:
             and info.get("name", layer.name) == layer.name)
 
 
+def _previous(viewer, source: str, role: str) -> Layer | None:
+    """``source``'s ``role`` layer from an earlier run, if still under its given name."""
+    return next((other for other in viewer.layers if _mine(other, source, role)), None)
+
+
 def _put(viewer, source: str, role: str, kind: type[Layer], data, *, keep: bool,
-         below: Layer | None = None, **properties) -> Layer:
-    """Replace the data of ``source``'s ``role`` layer, or add a layer (below ``below``).
+         below: Layer | None = None, metadata: dict | None = None,
+         **properties) -> Layer:
+    """Replace the data and properties of ``source``'s ``role`` layer, or add a layer
+    (below ``below``).
 
     ``data`` is an array, or a list of arrays (largest first) for a multiscale layer; a
-    multiscale layer is always replaced by a new one."""
-    metadata = {METADATA_KEY: {"source": source, "role": role, "name": properties["name"]}}
-    existing = None if keep else next(
-        (other for other in viewer.layers if _mine(other, source, role)), None)
+    multiscale layer is always replaced by a new one. ``metadata`` (the input's) is
+    carried over beside this plugin's own key."""
+    metadata = {**(metadata or {}),
+                METADATA_KEY: {"source": source, "role": role, "name": properties["name"]}}
+    existing = None if keep else _previous(viewer, source, role)
     multiscale = isinstance(data, list)
     fits = (isinstance(existing, kind) and not multiscale and not existing.multiscale
             and existing.data.shape == data.shape
             and getattr(existing, "rgb", False) == properties.get("rgb", False))
     if fits:
         existing.data = data
-        for key in ("name", "contrast_limits", "scale", "translate"):
-            if key in properties:
-                setattr(existing, key, properties[key])
-        existing.metadata = {METADATA_KEY: {**metadata[METADATA_KEY], "name": existing.name}}
+        for key, value in properties.items():
+            if key != "rgb":  # fixed by the data, and equal here
+                setattr(existing, key, value)
+        existing.metadata = {**metadata,
+                             METADATA_KEY: {**metadata[METADATA_KEY], "name": existing.name}}
         if below is not None and viewer.layers.index(existing) != viewer.layers.index(below) - 1:
             # the result is a new layer (the old one was renamed): follow it
             viewer.layers.remove(existing)
@@ -86,7 +139,7 @@ def _put(viewer, source: str, role: str, kind: type[Layer], data, *, keep: bool,
     else:
         viewer.add_layer(new)
     new.name = properties["name"]  # napari may have made it unique: remember that one
-    new.metadata = {METADATA_KEY: {**metadata[METADATA_KEY], "name": new.name}}
+    new.metadata = {**metadata, METADATA_KEY: {**metadata[METADATA_KEY], "name": new.name}}
     return new
 
 
@@ -117,19 +170,22 @@ def publish(viewer, layer: Image, channel_axis: int | None, label: str, outcome,
     source = str(layer.unique_id)
     kept_axes = [i for i in range(layer.ndim)
                  if layer.rgb or channel_axis is None or i != channel_axis % layer.ndim]
-    placement = dict(scale=layer.scale, translate=layer.translate)
-    reduced = dict(scale=[layer.scale[i] for i in kept_axes],
-                   translate=[layer.translate[i] for i in kept_axes])
+    metadata = {k: v for k, v in layer.metadata.items() if k != METADATA_KEY}
     result = _put(viewer, source, "result", Image, outcome.result, keep=keep,
-                  name=f"{layer.name} [{label}]", rgb=layer.rgb,
+                  metadata=metadata, name=f"{layer.name} [{label}]", rgb=layer.rgb,
                   contrast_limits=layer.contrast_limits, gamma=layer.gamma,
-                  colormap=layer.colormap, **placement)
-    if outcome.luminance_mask is not None:
-        _put(viewer, source, "luminance mask", Labels, outcome.luminance_mask, keep=keep,
-             below=result,
-             name=f"{layer.name} [luminance mask]", opacity=0.5, **reduced)
-    if outcome.variance_map is not None:
-        _put(viewer, source, "variance map", Image, outcome.variance_map, keep=keep,
-             below=result, name=f"{layer.name} [variance map]", colormap="magma",
-             contrast_limits=outcome.variance_limits, **reduced)
+                  colormap=layer.colormap, blending=layer.blending, opacity=layer.opacity,
+                  **placement(layer))
+    reduced = placement(layer, kept_axes)
+    extras = {
+        "luminance mask": (Labels, outcome.luminance_mask, dict(opacity=0.5)),
+        "variance map": (Image, outcome.variance_map,
+                         dict(colormap="magma", contrast_limits=outcome.variance_limits)),
+    }
+    for role, (kind, data, look) in extras.items():
+        if data is not None:
+            _put(viewer, source, role, kind, data, keep=keep, below=result, metadata=metadata,
+                 name=f"{layer.name} [{role}]", **look, **reduced)
+        elif not keep and (stale := _previous(viewer, source, role)) is not None:
+            viewer.layers.remove(stale)  # the previous run's, no longer this run's
     return result

@@ -70,7 +70,14 @@ class PresetsMixin:
         elif name in list_presets():
             params = load_preset(name)
         else:
-            params = load_user_preset(name)
+            try:
+                params = load_user_preset(name)
+            except (ValueError, OSError) as err:  # its file went or broke since listed
+                self.preset.reset_choices()
+                self.preset.value = CUSTOM  # the menu names what the controls hold
+                self._fail(f"preset {name!r} could not be loaded: {err}; the controls "
+                           "keep their settings")
+                return
         self._applying_preset = True
         try:
             self.set_params(params)

@@ -33,9 +33,10 @@ a calibration is going, and the preview catches up when it ends.
 The result goes into one Image layer, ``"<input> [preview]"``, placed above every other
 Image layer (the input, results; Shapes, Points and Labels layers above them stay above,
 so a rectangle being drawn stays visible) and updated in place, moved back up when a
-result was added over it: the input's scale and affine, its translate moved to the
-crop's corner (``translate + offset * scale``), its contrast limits, gamma, colormap and
-RGB flag; stacks keep their leading axes, one plane long, at the plane shown, so the
+result was added over it: placed as the input is
+(:func:`~napari_diffuse.widget_layers.placement`), its translate moved to the crop's
+corner along the input's rotation and shear, with its contrast limits, gamma, colormap
+and RGB flag; stacks keep their leading axes, one plane long, at the plane shown, so the
 preview is only visible on the plane it was computed for. Its metadata
 (``metadata["napari_diffuse"]["role"] == "preview"``) keeps it out of the input menu. A
 preview layer the user renamed is left alone (a new one is added). Unchecking the box
@@ -64,8 +65,8 @@ from . import api, intensity, tiling
 from .missing import started
 from .params import DiffuseParams
 from .widget_calibrate import CURRENT_VIEW, rectangle_region, view_region
-from .widget_jobs import as_dask, spatial_axes, without_channel
-from .widget_layers import METADATA_KEY
+from .widget_jobs import as_dask, colours, spatial_axes, with_alpha, without_channel
+from .widget_layers import METADATA_KEY, placement
 from .widget_runner import Runner
 
 if TYPE_CHECKING:
@@ -207,6 +208,7 @@ class PreviewJob:
     params: DiffuseParams
     backend: str
     nan: str
+    alpha: bool = False  #: an RGBA layer: its alpha is kept, not diffused
 
 
 @dataclasses.dataclass(frozen=True)
@@ -239,13 +241,14 @@ def compute_preview(job: PreviewJob, progress: Callable[[int, int], None]) -> Pr
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         value_range = job.value_range if job.resolved else resolve_range(
-            job.data, job.channel_axis, job.value_range, job.nan)
+            colours(job.data, job.alpha), job.channel_axis, job.value_range, job.nan)
         crop = job.data[job.index]
         crop = crop.compute() if tiling.is_dask(crop) else np.asarray(crop)
         mask = None if job.mask is None else job.mask.rasterise()[job.mask_index]
-        result = api.diffuse(crop, job.params, channel_axis=job.channel_axis, mask=mask,
-                             backend=job.backend, value_range=value_range, nan=job.nan,
-                             progress=progress)
+        result = api.diffuse(colours(crop, job.alpha), job.params,
+                             channel_axis=job.channel_axis, mask=mask, backend=job.backend,
+                             value_range=value_range, nan=job.nan, progress=progress)
+        result = with_alpha(result, crop, job.alpha)
     messages = list(dict.fromkeys(str(w.message) for w in caught))
     return PreviewOutcome(np.asarray(result), value_range, messages,
                           time.perf_counter() - start)
@@ -460,8 +463,8 @@ class PreviewMixin:
         job = PreviewJob(data=data, index=index, channel_axis=source.channel_axis,
                          value_range=resolved if resolved is not None else value_range,
                          resolved=resolved is not None, mask=drawn, mask_index=mask_index,
-                         params=self.params,
-                         backend=source.backend, nan=source.nan)
+                         params=self.params, backend=source.backend, nan=source.nan,
+                         alpha=source.alpha)
         return job, layer
 
     def _view_box(self, layer: Layer, channel_axis: int | None) -> Box:
@@ -473,7 +476,7 @@ class PreviewMixin:
 
     def _on_preview_returned(self, layer: Layer, job: PreviewJob, key: tuple,
                              outcome: PreviewOutcome | None) -> None:
-        if outcome is None:
+        if outcome is None or self._closed:
             return
         if key:
             if len(self._preview_ranges) > 32:
@@ -497,6 +500,8 @@ class PreviewMixin:
         return rows.stop - rows.start, columns.stop - columns.start
 
     def _on_preview_error(self, _busy_with: str, err: BaseException) -> None:
+        if self._closed:
+            return
         if not isinstance(err, (ValueError, TypeError, RuntimeError, MemoryError,
                                 ArithmeticError)):
             _log.error("the preview failed", exc_info=err)
@@ -504,7 +509,7 @@ class PreviewMixin:
         self.status.value = f"preview failed: {err}"
 
     def _on_preview_busy(self, busy: bool) -> None:
-        if not busy and self._preview_dirty and self.live_preview.value:
+        if not busy and not self._closed and self._preview_dirty and self.live_preview.value:
             self._preview_timer.start(0)  # the stale run has stopped: start the new one
 
     # ------------------------------------------------------------------ the layer
@@ -522,10 +527,8 @@ class PreviewMixin:
         """Put ``result`` into the preview layer, over the crop; add the layer if needed."""
         name = f"{layer.name} [preview]"
         offset = [job.index[axis].start for axis in range(layer.ndim)]
-        translate = [t + o * s for t, o, s in zip(layer.translate, offset, layer.scale,
-                                                  strict=True)]
-        placement = dict(scale=layer.scale, translate=translate, affine=layer.affine,
-                         contrast_limits=layer.contrast_limits, gamma=layer.gamma)
+        placed = dict(placement(layer, offset=offset), contrast_limits=layer.contrast_limits,
+                      gamma=layer.gamma)
         preview = self._current_preview_layer(layer)
         if preview is not None and (preview.rgb != layer.rgb or preview.ndim != layer.ndim):
             self._remove_preview_layer()
@@ -534,7 +537,7 @@ class PreviewMixin:
                                    "name": name}}
         if preview is not None:
             preview.data = result
-            for key, value in placement.items():
+            for key, value in placed.items():
                 setattr(preview, key, value)
             if not layer.rgb:
                 preview.colormap = layer.colormap
@@ -553,7 +556,7 @@ class PreviewMixin:
         selected, active = set(selection), selection.active
         colour = {} if layer.rgb else {"colormap": layer.colormap}
         preview = Image(result, name=name, rgb=layer.rgb, metadata=metadata, **colour,
-                        **placement)
+                        **placed)
         self._viewer.layers.insert(_above_images(self._viewer.layers, preview), preview)
         preview.metadata = {METADATA_KEY: {**metadata[METADATA_KEY], "name": preview.name}}
         self._preview_layer = preview
