@@ -241,7 +241,6 @@ class DiffuseWidget(CalibrateMixin, PresetsMixin, PreviewMixin, Container):
                 emitter.connect(self._on_layers_changed)
         viewer.layers.events.removed.connect(self._on_layer_removed)
         # the viewer closing deletes the controls: stop a run rather than report into them
-        self._closed = False
         self.progress.native.destroyed.connect(self._on_closed)
         # "selected layers" appears in the input menu once several layers are selected
         viewer.layers.selection.events.changed.connect(self._on_selection_changed)
@@ -322,9 +321,8 @@ class DiffuseWidget(CalibrateMixin, PresetsMixin, PreviewMixin, Container):
             self.status.value = f"cancelling: the input {event.value.name!r} was removed"
 
     def _on_closed(self, _object=None) -> None:
-        self._closed = True
-        self._runner.cancel()
-        self._preview_runner.cancel()
+        self._runner.close()
+        self._preview_runner.close()
 
     def _on_selection_changed(self, _event=None) -> None:
         self.input.reset_choices()
@@ -518,8 +516,6 @@ class DiffuseWidget(CalibrateMixin, PresetsMixin, PreviewMixin, Container):
                            backend=self.backend.value, nan=self.nan.value)
 
     def _on_progress(self, done: int, total: int, left: str) -> None:
-        if self._closed:
-            return
         self.progress.max = max(1, total)
         self.progress.value = min(done, total)
         self.progress.native.setFormat(f"%p % · {left}" if left else "%p %")
@@ -528,12 +524,10 @@ class DiffuseWidget(CalibrateMixin, PresetsMixin, PreviewMixin, Container):
         self._jobs = []
         names = ", ".join(repr(job.source.layer.name) for job in jobs)
         gone = [job.source.layer for job in jobs if job.source.layer not in self._viewer.layers]
-        if outcomes is not None and (self._closed or gone):
+        if outcomes is not None and gone:
             for outcome in outcomes:
                 outcome.discard()
             outcomes = None
-        if self._closed:
-            return
         if outcomes is None:
             self.progress.value = 0
             why = f" (the input {gone[0].name!r} was removed)" if gone else ""
@@ -547,8 +541,6 @@ class DiffuseWidget(CalibrateMixin, PresetsMixin, PreviewMixin, Container):
         self._say(f"{names} [{jobs[0].preset}] done in {seconds:.1f} s")
 
     def _on_errored(self, busy_with: str, err: Exception) -> None:
-        if self._closed:
-            return
         if isinstance(err, (ValueError, TypeError, RuntimeError, MemoryError)):
             self._fail(f"{busy_with} failed: {err}")
         else:  # a bug: napari shows it with its traceback (raising here, in a Qt slot,
@@ -557,8 +549,6 @@ class DiffuseWidget(CalibrateMixin, PresetsMixin, PreviewMixin, Container):
             notification_manager.receive_error(type(err), err, err.__traceback__)
 
     def _on_busy(self, busy: bool) -> None:
-        if self._closed:
-            return
         self.run_button.enabled = self.calibrate_button.enabled = not busy
         self.cancel_button.enabled = busy
         if not busy:

@@ -241,8 +241,6 @@ class CalibrateMixin:
         return _CalibrationJob(source, task, region)
 
     def _on_calibrated(self, outcome: tuple[DiffuseParams, Calibration] | None) -> None:
-        if self._closed:  # the viewer closed during the calibration
-            return
         if outcome is None:
             self._say("calibration cancelled; no control was changed")
             return

@@ -476,7 +476,7 @@ class PreviewMixin:
 
     def _on_preview_returned(self, layer: Layer, job: PreviewJob, key: tuple,
                              outcome: PreviewOutcome | None) -> None:
-        if outcome is None or self._closed:
+        if outcome is None:
             return
         if key:
             if len(self._preview_ranges) > 32:
@@ -500,8 +500,6 @@ class PreviewMixin:
         return rows.stop - rows.start, columns.stop - columns.start
 
     def _on_preview_error(self, _busy_with: str, err: BaseException) -> None:
-        if self._closed:
-            return
         if not isinstance(err, (ValueError, TypeError, RuntimeError, MemoryError,
                                 ArithmeticError)):
             _log.error("the preview failed", exc_info=err)
@@ -509,7 +507,7 @@ class PreviewMixin:
         self.status.value = f"preview failed: {err}"
 
     def _on_preview_busy(self, busy: bool) -> None:
-        if not busy and not self._closed and self._preview_dirty and self.live_preview.value:
+        if not busy and self._preview_dirty and self.live_preview.value:
             self._preview_timer.start(0)  # the stale run has stopped: start the new one
 
     # ------------------------------------------------------------------ the layer

@@ -4,7 +4,8 @@ Shared by *Run*, *Calibrate* and the live preview (each owns a :class:`Runner`).
 ``compute(job, progress)``, run in a worker thread; ``progress(done, total)`` moves the
 dock's progress bar and a bar in napari's activity panel (with the time left), and raises
 :class:`Cancelled` once :meth:`Runner.cancel` was called, which ends the worker with None.
-Results, errors and warnings come back in the GUI thread.
+Results, errors and warnings come back in the GUI thread; after :meth:`Runner.close` (the
+viewer closed) none does.
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ class Runner:
         self._bar: Any = None
         self._started = 0.0
         self._returned = False
+        self._closed = False  # the controls reported into are gone: report nothing more
         self.busy_with = ""  #: what the running job does ("" when idle)
 
     @property
@@ -107,12 +109,13 @@ class Runner:
 
         def returned(result) -> None:
             self._returned = True  # a late progress report must not move the bar back
-            on_returned(result)
+            if not self._closed:
+                on_returned(result)
 
         worker = create_worker(  # connecting "errored" here stops the default re-raise
             _cancellable, compute, job, progress, _start_thread=False,
             _connect={"returned": returned,
-                      "errored": lambda err: self._on_error(busy_with, err),
+                      "errored": lambda err: self._errored(busy_with, err),
                       "finished": self._finished,
                       "warned": lambda warning: show_warning(str(warning[0]))})
         self._worker, self.busy_with = worker, busy_with
@@ -129,13 +132,24 @@ class Runner:
         if self._worker is not None:
             self._cancel.set()
 
+    def close(self) -> None:
+        """Cancel the running job and call none of the callbacks again: the controls they
+        report into are gone (the viewer closed). A result still coming back is dropped
+        (a lazy run's store folder goes with its arrays)."""
+        self._closed = True
+        self.cancel()
+
+    def _errored(self, busy_with: str, err: BaseException) -> None:
+        if not self._closed:
+            self._on_error(busy_with, err)
+
     @property
     def cancelled(self) -> bool:
         """True once :meth:`cancel` was called for the running job."""
         return self._cancel.is_set()
 
     def _progressed(self, done: int, total: int) -> None:
-        if self._returned or self._worker is None:
+        if self._returned or self._worker is None or self._closed:
             return
         left = time_left(time.perf_counter() - self._started, done, total)
         self._on_progress(done, total, left)
@@ -152,4 +166,5 @@ class Runner:
             self._bar.close()
             self._bar = None
         self._worker, self.busy_with = None, ""
-        self._on_busy(False)
+        if not self._closed:
+            self._on_busy(False)
