@@ -93,7 +93,11 @@ def test_api_advice_reaches_the_shell_in_option_words():
         "Pass value_range='auto', value_range=(lo, hi)": "Pass --value-range auto, "
                                                          "--value-range lo hi",
         "channel_axis=None or channel_axis=-1": "--channel-axis none or --channel-axis -1",
-        "luminance_threshold=0.5 is inpainted": "--set luminance_threshold=0.5 is inpainted",
+        "above luminance_threshold=0.5 is inpainted, luminance_threshold=0 inpaints nothing":
+            "above luminance_threshold=0.5 is inpainted, --set luminance_threshold=0 inpaints "
+            "nothing",
+        "--set 'luminance_threshold=9': luminance_threshold=9.0 is out of range":
+            "--set 'luminance_threshold=9': luminance_threshold=9.0 is out of range",
         "or calibrate(image, 'inpaint', mask=...)": "or --calibrate inpaint",
         "without overwrite=True": "without --overwrite",
         "mask has shape (2, 3)": "--mask has shape (2, 3)",

@@ -216,7 +216,8 @@ _CLI_WORDS = (
     (re.compile(r"\bvalue_range='(\w+)'"), r"--value-range \1"),
     (re.compile(r"\bvalue_range=\(([^,()]+), ([^,()]+)\)"), r"--value-range \1 \2"),
     (re.compile(r"\bchannel_axis=(-?\d+|None)"), lambda m: f"--channel-axis {m[1].lower()}"),
-    (re.compile(r"\b(luminance_threshold=[\w.]+)"), r"--set \1"),
+    # the InpaintingWarning's advice; elsewhere the field's name is the --set name as is
+    (re.compile(r"\b(luminance_threshold=[\w.]+)(?= inpaints nothing)"), r"--set \1"),
     (re.compile(r"calibrate\(image, '(\w+)', mask=\.\.\.\)"), r"--calibrate \1"),
     (re.compile(r"\boverwrite=True\b"), "--overwrite"),
     (re.compile(r"^mask (has|is)\b"), r"--mask \1"),
